@@ -1,0 +1,261 @@
+//! Delivery: walks the cursors, sends what the server lacks, and decides
+//! what to do when the server fails. The file on disk is the buffer, so a
+//! failure only delays; nothing is ever dropped.
+
+use crate::cobbler::{Client, Error, Transport};
+use crate::cursor::{Problem, WatchedFile};
+use std::time::{Duration, Instant};
+
+/// Python anamon's chunk size, and Cobbler's expectation of it.
+pub const CHUNK: usize = 256 * 1024;
+/// The longest pause between attempts while the server fails.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+/// How a pass ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// The server has every byte of every readable file.
+    Done,
+    /// The server failed; try again at this instant.
+    Failed { retry_at: Instant },
+    /// The deadline passed or a shutdown signal came with bytes pending.
+    Interrupted,
+}
+
+pub struct Shipper<T> {
+    client: Client<T>,
+    name: String,
+    files: Vec<WatchedFile>,
+    timeout: Duration,
+    backoff: Backoff,
+    /// The kind of failure last reported, so an outage is logged when it
+    /// starts, when its nature changes, and when it ends: not per retry.
+    outage: Option<&'static str>,
+    /// Files that exist but cannot be read, after the last pass.
+    unreadable: usize,
+}
+
+impl<T: Transport> Shipper<T> {
+    pub fn new(
+        client: Client<T>,
+        name: String,
+        files: Vec<WatchedFile>,
+        timeout: Duration,
+    ) -> Shipper<T> {
+        Shipper {
+            client,
+            name,
+            files,
+            timeout,
+            backoff: Backoff::new(),
+            outage: None,
+            unreadable: 0,
+        }
+    }
+
+    pub fn files(&self) -> &[WatchedFile] {
+        &self.files
+    }
+
+    /// Files that exist but could not be read in the last pass.
+    pub fn unreadable(&self) -> usize {
+        self.unreadable
+    }
+
+    /// Sends everything pending, one chunk per file in turn so a busy log
+    /// cannot starve the others, until nothing is left, the server fails,
+    /// or `deadline` passes. `stop` is asked between requests.
+    pub fn pass(&mut self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> Pass {
+        loop {
+            let mut sent_any = false;
+            self.unreadable = 0;
+            for i in 0..self.files.len() {
+                let timeout = match deadline {
+                    Some(d) => match d.checked_duration_since(Instant::now()) {
+                        Some(left) if !left.is_zero() => left.min(self.timeout),
+                        _ => return Pass::Interrupted,
+                    },
+                    None if stop() => return Pass::Interrupted,
+                    None => self.timeout,
+                };
+                let file = &mut self.files[i];
+                let chunk = match file.cursor.next_chunk(&file.path, CHUNK) {
+                    Ok(c) => {
+                        if let Some(p) = file.problem.take() {
+                            if p != Problem::Missing {
+                                info!("{}: readable again", file.path.display());
+                            }
+                        }
+                        c
+                    }
+                    Err(p) => {
+                        if matches!(p, Problem::Unreadable(_)) {
+                            self.unreadable += 1;
+                        }
+                        if file.problem.as_ref() != Some(&p) {
+                            match p {
+                                Problem::Missing => debug!("{}: {p}", file.path.display()),
+                                _ => info!("{}: {p}", file.path.display()),
+                            }
+                            file.problem = Some(p);
+                        }
+                        continue;
+                    }
+                };
+                let Some(chunk) = chunk else { continue };
+                if chunk.restart && file.cursor.shipped() > 0 {
+                    info!(
+                        "{}: replaced, truncated or rewritten; sending it again from the start",
+                        file.path.display()
+                    );
+                }
+                match self.client.upload(
+                    &self.name,
+                    &file.alias,
+                    chunk.offset,
+                    &chunk.data,
+                    timeout,
+                ) {
+                    Ok(confirmed) => {
+                        if let Some(wire) = confirmed {
+                            info!("server accepts uploads as {wire}");
+                        }
+                        debug!(
+                            "{} -> {}: {} bytes at {}",
+                            file.path.display(),
+                            file.alias,
+                            chunk.data.len(),
+                            chunk.offset
+                        );
+                        file.cursor.commit(&chunk);
+                        sent_any = true;
+                        self.backoff.reset();
+                        if let Some(kind) = self.outage.take() {
+                            info!("server is taking uploads again (after: {kind}); resuming from each file's cursor");
+                        }
+                    }
+                    Err(e) => {
+                        let alias = file.alias.clone();
+                        let retry_at = self.failed(&e, &alias);
+                        return Pass::Failed { retry_at };
+                    }
+                }
+            }
+            if !sent_any {
+                return Pass::Done;
+            }
+        }
+    }
+
+    /// Records a failure; logs it if it starts an outage or changes its kind.
+    fn failed(&mut self, e: &Error, alias: &str) -> Instant {
+        let kind = kind_of(e);
+        let delay = self.backoff.next(matches!(e, Error::Refused));
+        if self.outage != Some(kind) {
+            let why = match e {
+                Error::Refused => self.explain_refusal(),
+                _ => String::new(),
+            };
+            info!(
+                "upload of {alias} failed: {e}{why}; keeping the data on disk and retrying with backoff (at most every {} s)",
+                BACKOFF_CAP.as_secs()
+            );
+            self.outage = Some(kind);
+        } else {
+            debug!(
+                "upload of {alias} failed again: {e}; next try in {} ms",
+                delay.as_millis()
+            );
+        }
+        Instant::now() + delay
+    }
+
+    /// Cobbler says only `False`; its version tells the likeliest cause.
+    fn explain_refusal(&mut self) -> String {
+        let version = self
+            .client
+            .version(self.timeout.min(Duration::from_secs(5)));
+        let name = &self.name;
+        match version {
+            Ok(v) if v.starts_with("3.3") => format!(
+                " — Cobbler {v}: every 3.3.x release refuses all anamon uploads as shipped (a server bug; see README: upgrade, or use anamon-receiver)"
+            ),
+            Ok(v) => format!(" — Cobbler {v}: anamon_enabled is off, or no system or profile is named {name:?}"),
+            Err(_) => format!(" — anamon_enabled is off, or no system or profile is named {name:?}"),
+        }
+    }
+}
+
+fn kind_of(e: &Error) -> &'static str {
+    match e {
+        Error::Connect(_) => "server unreachable",
+        Error::Timeout => "server not answering",
+        Error::Io(_) => "connection broken",
+        Error::Http { .. } => "HTTP error",
+        Error::NotXmlRpc(_) | Error::TooLarge | Error::Unexpected(_) => "not an XML-RPC answer",
+        Error::Fault { .. } => "server fault",
+        Error::Refused => "refused",
+    }
+}
+
+/// Exponential backoff with jitter: 0.5 s doubling to 30 s for failures,
+/// starting at 5 s for refusals (a refusing server will not change its mind
+/// in a second). Jitter spreads many agents restarting against one server.
+struct Backoff {
+    failures: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 32);
+        Backoff {
+            failures: 0,
+            rng: seed | 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    fn next(&mut self, refused: bool) -> Duration {
+        let base = if refused {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_millis(500)
+        };
+        let full = base
+            .saturating_mul(1 << self.failures.min(10))
+            .min(BACKOFF_CAP);
+        self.failures += 1;
+        // xorshift64: no dependency for a few random bits.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let frac = (self.rng % 1000) as u32;
+        full / 2 + full / 2 * frac / 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new();
+        let first = b.next(false);
+        assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(500));
+        let mut last = first;
+        for _ in 0..20 {
+            last = b.next(false);
+        }
+        assert!(last >= BACKOFF_CAP / 2 && last <= BACKOFF_CAP);
+        b.reset();
+        assert!(b.next(true) >= Duration::from_millis(2500));
+    }
+}
