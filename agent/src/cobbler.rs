@@ -7,8 +7,10 @@
 
 use crate::xmlrpc::{self, Param, Response, Value};
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::time::Duration;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// How `data` travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,56 +101,68 @@ pub trait Transport {
 
 /// HTTP/1.1 POST to `http://SERVER:PORT/cobbler_api` with ureq.
 pub struct HttpTransport {
-    host: String,
-    port: u16,
+    url: String,
     agent: ureq::Agent,
 }
 
 impl HttpTransport {
     pub fn new(host: &str, port: u16) -> HttpTransport {
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(concat!("anamon/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+            .build();
+        let agent =
+            ureq::Agent::with_parts(config, DefaultConnector::default(), SameThreadResolver);
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
         HttpTransport {
-            host: host.to_string(),
-            port,
+            url: format!("http://{host}:{port}/cobbler_api"),
             agent,
         }
     }
+}
 
-    /// The name is resolved here, on this thread, and ureq is handed an
-    /// address: ureq resolves on a helper thread whenever a timeout is set,
-    /// and a thread blocked in a futex wait spins on kernels before 2.6.22.
-    fn resolve(&self) -> Result<SocketAddr, Error> {
-        let mut addrs = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| Error::Connect(format!("cannot resolve {}: {e}", self.host)))?;
-        addrs
-            .next()
-            .ok_or_else(|| Error::Connect(format!("{} has no address", self.host)))
+/// Resolves on the calling thread. ureq's default resolver does it on a
+/// helper thread whenever a timeout is set, and waits for it on a futex:
+/// before Linux 2.6.22 that wait has no working syscall and busy-spins, and
+/// every thread is one more thing for an old kernel to get wrong.
+#[derive(Debug)]
+struct SameThreadResolver;
+
+impl Resolver for SameThreadResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _: &ureq::config::Config,
+        _: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(80);
+        let mut addrs = self.empty();
+        // ureq keeps at most 16 addresses.
+        for addr in (host, port).to_socket_addrs()?.take(16) {
+            addrs.push(addr);
+        }
+        if addrs.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        Ok(addrs)
     }
 }
 
 impl Transport for HttpTransport {
     fn post(&mut self, body: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
-        let addr = self.resolve()?;
-        let url = format!("http://{addr}/cobbler_api");
-        let host_header = if self.port == 80 {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
         let resp = self
             .agent
-            .post(&url)
-            .header("Host", &host_header)
+            .post(&self.url)
             .header("Content-Type", "text/xml")
             .config()
             .timeout_global(Some(timeout))
-            .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
             .build()
             .send(body)
             .map_err(transport_error)?;

@@ -1,0 +1,208 @@
+//! The agent against the real Cobbler 4.0.0b7 `upload_log_data`: whatever
+//! happens to the files, the server's copy ends byte-identical to the disk.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const CURRENT: &str = "4.0.0b7";
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn growing_file_with_binary_content_arrives_byte_identical() {
+    let dir = Scratch::new("grow");
+    let peer = Peer::start(CURRENT, &dir);
+    let log = dir.path("anaconda.log");
+    append(&log, b"first line\n");
+    let mut agent = Agent::start(peer.port, &dir, &["--watchfile", log.to_str().unwrap()]);
+    peer.assert_mirrors("anaconda.log", &log, LIMIT);
+    for i in 0..200u32 {
+        append(&log, format!("line {i}: ").as_bytes());
+        append(&log, &binary_bytes(37 + i as usize, i)); // NUL, 0xff, invalid UTF-8
+        if i % 20 == 0 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    // Larger than one chunk, so the 256 KiB split is exercised too.
+    append(&log, &binary_bytes(700 * 1024, 99));
+    peer.assert_mirrors("anaconda.log", &log, LIMIT);
+    agent.assert_running();
+    // Only new bytes travel: far fewer requests than appends, and the bytes
+    // uploaded add up to the file's size (no resends from offset 0).
+    let calls = std::fs::read_to_string(&peer.calls).unwrap();
+    let uploaded: u64 = calls
+        .lines()
+        .filter(|l| l.contains("upload_log_data"))
+        .map(|l| json_u64(l, "data_len"))
+        .sum();
+    assert_eq!(
+        uploaded,
+        std::fs::metadata(&log).unwrap().len(),
+        "bytes uploaded != bytes written"
+    );
+}
+
+/// The value of a numeric field in one JSON line of the peer's call log.
+fn json_u64(line: &str, key: &str) -> u64 {
+    let at = line
+        .find(&format!("\"{key}\""))
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    line[at + key.len() + 2..]
+        .trim_start_matches([':', ' '])
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn several_files_and_default_names() {
+    let dir = Scratch::new("several");
+    let peer = Peer::start(CURRENT, &dir);
+    std::fs::create_dir_all(dir.path("a")).unwrap();
+    std::fs::create_dir_all(dir.path("b")).unwrap();
+    let files = [
+        dir.path("a/x.log"),
+        dir.path("b/x.log"),
+        dir.path("program.log"),
+    ];
+    let spec = files
+        .iter()
+        .map(|p| p.to_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut agent = Agent::start(peer.port, &dir, &["--watchfile", &spec]);
+    for round in 0..30u32 {
+        for (i, f) in files.iter().enumerate() {
+            append(
+                f,
+                format!("{round}:{i} {}\n", "x".repeat(round as usize * 7)).as_bytes(),
+            );
+        }
+    }
+    peer.assert_mirrors("x.log", &files[0], LIMIT);
+    peer.assert_mirrors("b_x.log", &files[1], LIMIT);
+    peer.assert_mirrors("program.log", &files[2], LIMIT);
+    agent.assert_running();
+}
+
+#[test]
+fn truncation_rewrite_rename_and_recreate_are_mirrored() {
+    let dir = Scratch::new("rewrite");
+    let peer = Peer::start(CURRENT, &dir);
+    let log = dir.path("storage.log");
+    append(&log, b"version one of the storage log\n");
+    let mut agent = Agent::start(peer.port, &dir, &["--watchfile", log.to_str().unwrap()]);
+    peer.assert_mirrors("storage.log", &log, LIMIT);
+
+    // Truncated in place, regrown beyond the old length.
+    std::fs::write(
+        &log,
+        b"VERSION TWO, rewritten in place and longer than before\n",
+    )
+    .unwrap();
+    peer.assert_mirrors("storage.log", &log, LIMIT);
+
+    // Shrunk.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(7)
+        .unwrap();
+    peer.assert_mirrors("storage.log", &log, LIMIT);
+
+    // Replaced by rename (a new inode).
+    let tmp = dir.path("storage.log.new");
+    std::fs::write(&tmp, b"three\n").unwrap();
+    std::fs::rename(&tmp, &log).unwrap();
+    peer.assert_mirrors("storage.log", &log, LIMIT);
+
+    // Deleted: what the server has stays; recreated: shipped anew.
+    std::fs::remove_file(&log).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(peer.stored("storage.log").as_deref(), Some(&b"three\n"[..]));
+    append(&log, b"four, after a delete\n");
+    peer.assert_mirrors("storage.log", &log, LIMIT);
+    agent.assert_running();
+}
+
+#[test]
+fn a_file_that_appears_later_is_picked_up() {
+    let dir = Scratch::new("later");
+    let peer = Peer::start(CURRENT, &dir);
+    let log = dir.path("ks-pre.log");
+    let mut agent = Agent::start(peer.port, &dir, &["--watchfile", log.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(peer.stored("ks-pre.log"), None);
+    append(&log, b"");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(peer.stored("ks-pre.log"), None, "empty files are not sent");
+    append(&log, b"created late\n");
+    peer.assert_mirrors("ks-pre.log", &log, LIMIT);
+    agent.assert_running();
+}
+
+#[test]
+fn poll_mode_ships_the_same_bytes() {
+    let dir = Scratch::new("poll");
+    let peer = Peer::start(CURRENT, &dir);
+    let log = dir.path("syslog");
+    append(&log, &binary_bytes(5000, 3));
+    let mut agent = Agent::start(
+        peer.port,
+        &dir,
+        &["--poll", "--watchfile", log.to_str().unwrap()],
+    );
+    peer.assert_mirrors("syslog", &log, LIMIT);
+    append(&log, &binary_bytes(3000, 4));
+    peer.assert_mirrors("syslog", &log, LIMIT);
+    assert!(
+        agent
+            .log_text()
+            .contains("polling every 1 s (--poll given)"),
+        "{}",
+        agent.log_text()
+    );
+    agent.assert_running();
+}
+
+#[test]
+fn special_and_unreadable_files_are_reported_and_skipped() {
+    let dir = Scratch::new("special");
+    let peer = Peer::start(CURRENT, &dir);
+    let fifo = dir.path("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let subdir = dir.path("subdir");
+    std::fs::create_dir(&subdir).unwrap();
+    let loop_link = dir.path("loop");
+    std::os::unix::fs::symlink(&loop_link, &loop_link).unwrap();
+    let good = dir.path("good.log");
+    append(&good, b"still shipped\n");
+    let spec = format!(
+        "{} {} /dev/zero {} {}",
+        fifo.display(),
+        subdir.display(),
+        loop_link.display(),
+        good.display()
+    );
+    let mut agent = Agent::start(peer.port, &dir, &["--watchfile", &spec]);
+    peer.assert_mirrors("good.log", &good, LIMIT);
+    let text = agent.log_text();
+    assert!(text.contains("is a FIFO, not a regular file"), "{text}");
+    assert!(
+        text.contains("is a directory, not a regular file"),
+        "{text}"
+    );
+    assert!(
+        text.contains("is a character device, not a regular file"),
+        "{text}"
+    );
+    assert!(text.contains("loop: cannot be read"), "{text}");
+    append(&good, b"and more\n");
+    peer.assert_mirrors("good.log", &good, LIMIT);
+    agent.assert_running();
+}
