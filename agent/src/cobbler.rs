@@ -157,6 +157,7 @@ impl Resolver for SameThreadResolver {
 
 impl Transport for HttpTransport {
     fn post(&mut self, body: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
+        let _in_flight = crate::sys::RequestInFlight::begin();
         let resp = self
             .agent
             .post(&self.url)
@@ -338,9 +339,16 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// Cobbler's `version()`, which needs no login: used only to explain a
-    /// refusal, since every 3.3.x release refuses all uploads.
+    /// Cobbler's release, e.g. "3.3.10", from `extended_version()` (or the
+    /// float `version()`, which cannot tell 3.3.1 from 3.3.10); neither needs
+    /// a login. Used only to explain a refusal: every 3.3.x refuses uploads.
     pub fn version(&mut self, timeout: Duration) -> Result<String, Error> {
+        let body = xmlrpc::encode_call("extended_version", &[]);
+        if let Ok(Value::Struct(members)) = self.call(&body, timeout) {
+            if let Some((_, Value::Str(v))) = members.iter().find(|(k, _)| k == "version") {
+                return Ok(v.clone());
+            }
+        }
         let body = xmlrpc::encode_call("version", &[]);
         Ok(match self.call(&body, timeout)? {
             Value::Double(d) => d,

@@ -114,12 +114,29 @@ fn ship_forever<T: cobbler::Transport>(shipper: &mut Shipper<T>, events: &mut Ev
 
 fn flush_and_exit<T: cobbler::Transport>(shipper: &mut Shipper<T>) -> i32 {
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    match shipper.pass(Some(deadline), &|| false) {
-        Pass::Done => info!("shutting down: everything shipped"),
-        _ => info!("shutting down: some data could not be shipped in time; it stays in the files"),
+    // The signal aborted any request in flight, so the first attempt may fail
+    // on a dead connection: keep trying, briefly, until the deadline.
+    loop {
+        match shipper.pass(Some(deadline), &|| false) {
+            Pass::Done => {
+                info!("shutting down: everything shipped");
+                return 0;
+            }
+            Pass::Failed { .. } if Instant::now() + FLUSH_RETRY_PAUSE < deadline => {
+                std::thread::sleep(FLUSH_RETRY_PAUSE);
+            }
+            _ => {
+                info!(
+                    "shutting down: some data could not be shipped in time; it stays in the files"
+                );
+                return 0;
+            }
+        }
     }
-    0
 }
+
+/// Between attempts of the final flush.
+const FLUSH_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// `--exit`: ship what the files hold, retrying until `limit`; 0 only when
 /// the server has all of it.

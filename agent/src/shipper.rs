@@ -178,7 +178,7 @@ impl<T: Transport> Shipper<T> {
         let name = &self.name;
         match version {
             Ok(v) if v.starts_with("3.3") => format!(
-                " — Cobbler {v}: every 3.3.x release refuses all anamon uploads as shipped (a server bug; see README: upgrade, or use anamon-receiver)"
+                " — Cobbler {v}: every 3.3.x release refuses all anamon uploads as shipped (a server bug; see the anamon README)"
             ),
             Ok(v) => format!(" — Cobbler {v}: anamon_enabled is off, or no system or profile is named {name:?}"),
             Err(_) => format!(" — anamon_enabled is off, or no system or profile is named {name:?}"),

@@ -118,6 +118,49 @@ extern "C" fn on_shutdown_signal(_: libc::c_int) {
     if fd >= 0 {
         wake_fd(fd);
     }
+    if IN_FLIGHT.load(Ordering::SeqCst) {
+        abort_connections();
+    }
+}
+
+/// Set while an HTTP request runs.
+static IN_FLIGHT: AtomicBool = AtomicBool::new(false);
+
+/// Marks an HTTP request in flight for as long as it lives.
+pub struct RequestInFlight(());
+
+impl RequestInFlight {
+    pub fn begin() -> RequestInFlight {
+        IN_FLIGHT.store(true, Ordering::SeqCst);
+        RequestInFlight(())
+    }
+}
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The highest descriptor [`abort_connections`] looks at: the agent holds a
+/// handful (stdio, the wake pipe, inotify, one HTTP connection).
+const MAX_FD: libc::c_int = 256;
+
+/// Ends the request in flight so a shutdown signal is answered within the
+/// grace period even when the server hangs: a blocked read, write or connect
+/// would otherwise retry through EINTR until its timeout. The agent's only
+/// sockets are its HTTP connections, so shutting down every socket is exactly
+/// that; on other descriptors shutdown(2) fails with ENOTSOCK and does
+/// nothing. shutdown(2) is async-signal-safe, and the flush that follows
+/// opens a fresh connection.
+fn abort_connections() {
+    for fd in 3..MAX_FD {
+        // SAFETY: shutdown(2) takes plain integers; see above for why every
+        // descriptor may be passed.
+        unsafe {
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        }
+    }
 }
 
 /// Non-blocking and close-on-exec, set with fcntl(2) so it works before
