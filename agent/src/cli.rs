@@ -2,7 +2,7 @@
 //! defaults keep its behaviour or improve on it.
 
 use crate::cobbler::{Wire, WireChoice};
-use crate::watchlist::{self, Entry};
+use crate::watchlist::{self, WatchList};
 use argh::FromArgs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,6 +46,10 @@ pub struct Args {
     /// string (Cobbler 2.x to 3.2.1)
     #[argh(option, default = "String::from(\"auto\")")]
     wire: String,
+    /// do not stream the systemd journal as journal.log (it is streamed by
+    /// default on systemd installers when no --watchfile is given)
+    #[argh(switch)]
+    no_journal: bool,
     /// stat the files once a second instead of using inotify
     #[argh(switch)]
     poll: bool,
@@ -68,7 +72,7 @@ pub struct Config {
     pub name: String,
     pub server: String,
     pub port: u16,
-    pub files: Vec<Entry>,
+    pub watch: WatchList,
     pub exit_after_pass: bool,
     pub foreground: bool,
     pub debug: bool,
@@ -76,6 +80,8 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     pub wire: WireChoice,
     pub force_poll: bool,
+    /// Stream `journalctl -f` as journal.log where there is a journal.
+    pub journal: bool,
     pub timeout: Duration,
     pub exit_timeout: Duration,
 }
@@ -148,8 +154,8 @@ impl Args {
         if self.timeout == 0 {
             return Err("--timeout must be at least 1 second".into());
         }
-        let files = if self.watchfile.is_empty() {
-            watchlist::defaults()
+        let watch = if self.watchfile.is_empty() {
+            WatchList::defaults()
         } else {
             let mut paths = Vec::new();
             for value in &self.watchfile {
@@ -168,14 +174,14 @@ impl Args {
             if paths.is_empty() {
                 return Err("--watchfile names no files".into());
             }
-            watchlist::from_paths(&paths)
+            WatchList::from_paths(&paths)
         };
         let absolute = |p: Option<PathBuf>| p.map(|p| std::path::absolute(&p).unwrap_or(p));
         Ok(Config {
             name,
             server,
             port: self.port,
-            files,
+            watch,
             exit_after_pass: self.exit,
             foreground: self.fg,
             debug: self.debug,
@@ -183,6 +189,7 @@ impl Args {
             pidfile: absolute(self.pidfile),
             wire,
             force_poll: self.poll,
+            journal: !self.no_journal && self.watchfile.is_empty(),
             timeout: Duration::from_secs(self.timeout),
             exit_timeout: Duration::from_secs(self.exit_timeout),
         })
@@ -212,7 +219,7 @@ mod tests {
             "80",
         ])
         .unwrap();
-        assert_eq!(c.files, watchlist::defaults());
+        assert_eq!(c.watch.files, WatchList::defaults().files);
         assert!(!c.exit_after_pass && !c.foreground);
         let c = run(&[
             "--watchfile",
@@ -225,7 +232,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.files.iter().map(|e| e.alias.as_str()).collect::<Vec<_>>(),
+            c.watch
+                .files
+                .iter()
+                .map(|e| e.alias.as_str())
+                .collect::<Vec<_>>(),
             ["boot.log", "messages"]
         );
         assert!(c.exit_after_pass);
@@ -246,7 +257,7 @@ mod tests {
         ])
         .unwrap();
         let got: Vec<_> = c
-            .files
+            .watch.files
             .iter()
             .map(|e| (e.path.to_str().unwrap(), e.alias.as_str()))
             .collect();

@@ -11,16 +11,32 @@
 //! limit — the agent polls from its single thread. It never falls back to
 //! notify's `PollWatcher`, whose waiting thread busy-spins on kernels before
 //! 2.6.22.
+//!
+//! Directories that do not exist yet (`/mnt/sysimage/root` before the target
+//! is mounted) are handled without timers: their nearest existing ancestor
+//! is watched for the directory's creation, and `/proc/mounts` is watched
+//! for mounts, after which every watch is placed again — a watch on
+//! `/mnt/sysimage` made before the target was mounted there sees only the
+//! directory underneath, not the mounted file system.
 
 use crate::sys::WakePipe;
+use crate::watchlist::Glob;
 use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::Watcher;
 use std::collections::{BTreeSet, HashSet};
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How often the poll fallback looks.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What to watch: files, and directories where globs look for new files.
+pub struct Targets<'a> {
+    pub files: &'a [PathBuf],
+    pub globs: &'a [Glob],
+}
 
 pub struct EventSource {
     pipe: WakePipe,
@@ -29,18 +45,21 @@ pub struct EventSource {
 
 struct Inotify {
     watcher: notify::INotifyWatcher,
-    /// Directories to watch that do not exist yet; while any is missing the
-    /// loop also looks once a second, to add the watch when it appears.
-    missing_dirs: BTreeSet<PathBuf>,
+    /// Every directory that should be watched.
+    dirs: BTreeSet<PathBuf>,
+    /// What is watched now: each wanted directory, or for a missing one its
+    /// nearest existing ancestor.
+    watched: BTreeSet<PathBuf>,
+    /// `/proc/mounts`, which polls readable-with-priority after any mount or
+    /// unmount (Linux 2.6.15).
+    mounts: Option<File>,
 }
 
 impl EventSource {
-    /// Starts watching the parent directories of `files` (directories, so
-    /// that files created or renamed into place are seen). Returns the
-    /// source and, when it polls, why.
+    /// Starts watching. Returns the source and, when it polls, why.
     pub fn new(
         pipe: WakePipe,
-        files: &[PathBuf],
+        targets: &Targets<'_>,
         force_poll: bool,
     ) -> (EventSource, Option<String>) {
         if force_poll {
@@ -52,7 +71,7 @@ impl EventSource {
                 Some("--poll given".into()),
             );
         }
-        match start_inotify(&pipe, files) {
+        match start_inotify(&pipe, targets) {
             Ok(inotify) => (
                 EventSource {
                     pipe,
@@ -77,32 +96,47 @@ impl EventSource {
     /// Sleeps until something may have changed, a signal arrives, or
     /// `timeout` passes (`None`: for as long as nothing happens).
     pub fn wait(&mut self, timeout: Option<Duration>) {
-        if let Some(Err(why)) = self.inotify.as_mut().map(Inotify::retry_missing) {
+        let Some(ino) = &mut self.inotify else {
+            let t = timeout.map_or(POLL_INTERVAL, |t| t.min(POLL_INTERVAL));
+            self.pipe.wait(Some(t), None);
+            return;
+        };
+        let mounts_fd = ino.mounts.as_ref().map(|f| f.as_raw_fd());
+        let woke = self.pipe.wait(timeout, mounts_fd);
+        let result = if woke.extra {
+            ino.rewatch_all()
+        } else {
+            ino.place_watches()
+        };
+        if let Err(why) = result {
             crate::info!(
                 "{why}; polling every {} s from now on",
                 POLL_INTERVAL.as_secs()
             );
             self.inotify = None;
         }
-        let tick = match &self.inotify {
-            None => Some(POLL_INTERVAL),
-            Some(ino) => (!ino.missing_dirs.is_empty()).then_some(POLL_INTERVAL),
-        };
-        let timeout = match (timeout, tick) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.pipe.wait(timeout);
     }
 }
 
-fn start_inotify(pipe: &WakePipe, files: &[PathBuf]) -> Result<Inotify, String> {
+fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, String> {
+    let dirs: BTreeSet<PathBuf> = targets
+        .files
+        .iter()
+        .filter_map(|f| f.parent())
+        .chain(targets.globs.iter().map(|g| g.dir.as_path()))
+        .map(Path::to_path_buf)
+        .collect();
+    // Events that matter: on a watched file, on a directory on the way to a
+    // watched one (its creation), or on a file a glob matches. Everything
+    // else in a busy /tmp is dropped on notify's thread and costs the main
+    // loop nothing.
+    let mut interesting: HashSet<PathBuf> = targets.files.iter().cloned().collect();
+    for d in &dirs {
+        interesting.extend(d.ancestors().map(Path::to_path_buf));
+    }
+    let globs = targets.globs.to_vec();
     let waker = pipe.waker();
-    let interesting: HashSet<PathBuf> = files.iter().cloned().collect();
     let handler = move |res: notify::Result<notify::Event>| {
-        // Events for unrelated files in a busy /tmp are dropped here, on
-        // notify's thread, so they cost the main loop nothing. Errors (a
-        // queue overflow) wake it: a rescan is always correct.
         let relevant = match &res {
             // Opening and reading (our own, too: inotify reports them)
             // change nothing; reacting to them would loop forever.
@@ -118,7 +152,14 @@ fn start_inotify(pipe: &WakePipe, files: &[PathBuf]) -> Result<Inotify, String> 
             {
                 false
             }
-            Ok(ev) => ev.need_rescan() || ev.paths.iter().any(|p| interesting.contains(p)),
+            Ok(ev) => {
+                ev.need_rescan()
+                    || ev
+                        .paths
+                        .iter()
+                        .any(|p| interesting.contains(p) || globs.iter().any(|g| g.matches(p)))
+            }
+            // A queue overflow: a rescan is always correct.
             Err(_) => true,
         };
         if relevant {
@@ -127,40 +168,45 @@ fn start_inotify(pipe: &WakePipe, files: &[PathBuf]) -> Result<Inotify, String> 
     };
     let watcher = notify::INotifyWatcher::new(handler, notify::Config::default())
         .map_err(|e| format!("inotify is unavailable ({e})"))?;
+    let mounts = File::open("/proc/mounts").ok();
     let mut ino = Inotify {
         watcher,
-        missing_dirs: files
-            .iter()
-            .filter_map(|f| f.parent())
-            .map(Path::to_path_buf)
-            .collect(),
+        dirs,
+        watched: BTreeSet::new(),
+        mounts,
     };
-    ino.retry_missing()?;
+    ino.place_watches()?;
     Ok(ino)
 }
 
 impl Inotify {
-    /// Adds a watch for each missing directory that now exists. A directory
-    /// that exists but cannot be watched (the watch limit) is an error: the
-    /// caller then polls.
-    fn retry_missing(&mut self) -> Result<(), String> {
-        let dirs = std::mem::take(&mut self.missing_dirs);
-        let mut result = Ok(());
-        for dir in dirs {
-            match self
-                .watcher
-                .watch(&dir, notify::RecursiveMode::NonRecursive)
-            {
-                Ok(()) => {}
-                Err(e) if dir.is_dir() && result.is_ok() => {
-                    result = Err(format!("cannot watch {} with inotify ({e})", dir.display()));
-                    self.missing_dirs.insert(dir);
-                }
-                Err(_) => {
-                    self.missing_dirs.insert(dir);
-                }
-            }
+    /// Watches each wanted directory, or while it is missing, its nearest
+    /// existing ancestor. A directory that exists but cannot be watched (the
+    /// watch limit) is an error: the caller then polls.
+    fn place_watches(&mut self) -> Result<(), String> {
+        let want: BTreeSet<PathBuf> = self
+            .dirs
+            .iter()
+            .filter_map(|d| d.ancestors().find(|a| a.is_dir()))
+            .map(Path::to_path_buf)
+            .collect();
+        for dir in want.difference(&self.watched.clone()) {
+            self.watcher
+                .watch(dir, notify::RecursiveMode::NonRecursive)
+                .map_err(|e| format!("cannot watch {} with inotify ({e})", dir.display()))?;
+            self.watched.insert(dir.clone());
         }
-        result
+        // Ancestors stay watched once their directory exists: harmless, and
+        // they are few.
+        Ok(())
+    }
+
+    /// After a mount or unmount, a watch may point at a directory that is
+    /// now covered: place every watch again.
+    fn rewatch_all(&mut self) -> Result<(), String> {
+        for dir in std::mem::take(&mut self.watched) {
+            let _ = self.watcher.unwatch(&dir);
+        }
+        self.place_watches()
     }
 }

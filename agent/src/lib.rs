@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cobbler;
 pub mod cursor;
 pub mod events;
+pub mod journal;
 #[macro_use]
 pub mod log;
 pub mod shipper;
@@ -41,13 +42,34 @@ pub fn run(cfg: Config) -> i32 {
             return 1;
         }
     };
-    let paths: Vec<_> = cfg.files.iter().map(|e| e.path.clone()).collect();
-    let (mut events, poll_reason) = EventSource::new(pipe, &paths, cfg.force_poll);
+    let mut watch = cfg.watch;
+    let mut journal = None;
+    if cfg.journal && !cfg.exit_after_pass {
+        match journal::Journal::start() {
+            Ok(Some(j)) => {
+                watch.push(j.path().to_path_buf(), Some(journal::ALIAS));
+                journal = Some(j);
+            }
+            Ok(None) => debug!("no systemd journal here; not streaming it"),
+            Err(e) => info!("cannot stream the journal: {e}"),
+        }
+    }
+    let paths: Vec<_> = watch.files.iter().map(|e| e.path.clone()).collect();
+    let targets = events::Targets {
+        files: &paths,
+        globs: &watch.globs,
+    };
+    let (events, poll_reason) = EventSource::new(pipe, &targets, cfg.force_poll);
     info!(
-        "anamon {} (kernel {}) shipping {} files as {:?} to http://{}:{}/cobbler_api; {}",
+        "anamon {} (kernel {}) shipping {} files{} as {:?} to http://{}:{}/cobbler_api; {}",
         env!("CARGO_PKG_VERSION"),
         sys::kernel_release(),
-        cfg.files.len(),
+        watch.files.len(),
+        if watch.globs.is_empty() {
+            String::new()
+        } else {
+            format!(" and {} file patterns", watch.globs.len())
+        },
         cfg.name,
         cfg.server,
         cfg.port,
@@ -59,22 +81,31 @@ pub fn run(cfg: Config) -> i32 {
             ),
         }
     );
-    for e in &cfg.files {
+    for e in &watch.files {
         debug!("watching {} as {}", e.path.display(), e.alias);
     }
-    let files = cfg
+    for g in &watch.globs {
+        debug!("watching {} for {}", g.dir.display(), g.pattern);
+    }
+    let files = watch
         .files
         .iter()
         .map(|e| WatchedFile::new(e.path.clone(), e.alias.clone()))
         .collect();
     let client = Client::new(HttpTransport::new(&cfg.server, cfg.port), cfg.wire);
-    let mut shipper = Shipper::new(client, cfg.name.clone(), files, cfg.timeout);
+    let shipper = Shipper::new(client, cfg.name.clone(), files, cfg.timeout);
+    let mut agent = Agent {
+        shipper,
+        events,
+        watch,
+    };
 
     let status = if cfg.exit_after_pass {
-        ship_once(&mut shipper, &mut events, cfg.exit_timeout)
+        agent.ship_once(cfg.exit_timeout)
     } else {
-        ship_forever(&mut shipper, &mut events)
+        agent.ship_forever()
     };
+    drop(journal);
     if let Some(p) = &cfg.pidfile {
         let _ = std::fs::remove_file(p);
     }
@@ -94,42 +125,99 @@ fn start(cfg: &Config) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The daemon: ship whenever something changes; on a shutdown signal ship
-/// what is pending within [`SHUTDOWN_GRACE`] and exit 0.
-fn ship_forever<T: cobbler::Transport>(shipper: &mut Shipper<T>, events: &mut EventSource) -> i32 {
-    let mut retry_at: Option<Instant> = None;
-    loop {
-        if sys::shutdown_requested() {
-            return flush_and_exit(shipper);
-        }
-        if retry_at.is_none_or(|t| Instant::now() >= t) {
-            retry_at = match shipper.pass(None, &sys::shutdown_requested) {
-                Pass::Failed { retry_at } => Some(retry_at),
-                Pass::Done | Pass::Interrupted => None,
-            };
-        }
-        events.wait(retry_at.map(|t| t.saturating_duration_since(Instant::now())));
-    }
+/// The running agent: what it watches, how it hears of changes, and the
+/// shipper that delivers.
+struct Agent<T> {
+    shipper: Shipper<T>,
+    events: EventSource,
+    watch: watchlist::WatchList,
 }
 
-fn flush_and_exit<T: cobbler::Transport>(shipper: &mut Shipper<T>) -> i32 {
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    // The signal aborted any request in flight, so the first attempt may fail
-    // on a dead connection: keep trying, briefly, until the deadline.
-    loop {
-        match shipper.pass(Some(deadline), &|| false) {
-            Pass::Done => {
-                info!("shutting down: everything shipped");
-                return 0;
+impl<T: cobbler::Transport> Agent<T> {
+    /// Adds files that globs now match, then ships what is pending.
+    fn pass(&mut self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> Pass {
+        for e in self.watch.scan_globs() {
+            info!(
+                "{}: new file matching a watched pattern; shipping it as {}",
+                e.path.display(),
+                e.alias
+            );
+            self.shipper.add(WatchedFile::new(e.path, e.alias));
+        }
+        self.shipper.pass(deadline, stop)
+    }
+
+    /// The daemon: ship whenever something changes; on a shutdown signal
+    /// ship what is pending within [`SHUTDOWN_GRACE`] and exit 0.
+    fn ship_forever(&mut self) -> i32 {
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            if sys::shutdown_requested() {
+                return self.flush_and_exit();
             }
-            Pass::Failed { .. } if Instant::now() + FLUSH_RETRY_PAUSE < deadline => {
-                std::thread::sleep(FLUSH_RETRY_PAUSE);
+            if retry_at.is_none_or(|t| Instant::now() >= t) {
+                retry_at = match self.pass(None, &sys::shutdown_requested) {
+                    Pass::Failed { retry_at } => Some(retry_at),
+                    Pass::Done | Pass::Interrupted => None,
+                };
             }
-            _ => {
-                info!(
-                    "shutting down: some data could not be shipped in time; it stays in the files"
-                );
-                return 0;
+            self.events
+                .wait(retry_at.map(|t| t.saturating_duration_since(Instant::now())));
+        }
+    }
+
+    fn flush_and_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        // The signal aborted any request in flight, so the first attempt may
+        // fail on a dead connection: keep trying, briefly, until the deadline.
+        loop {
+            match self.pass(Some(deadline), &|| false) {
+                Pass::Done => {
+                    info!("shutting down: everything shipped");
+                    return 0;
+                }
+                Pass::Failed { .. } if Instant::now() + FLUSH_RETRY_PAUSE < deadline => {
+                    std::thread::sleep(FLUSH_RETRY_PAUSE);
+                }
+                _ => {
+                    info!("shutting down: some data could not be shipped in time; it stays in the files");
+                    return 0;
+                }
+            }
+        }
+    }
+
+    /// `--exit`: ship what the files hold, retrying until `limit`; 0 only
+    /// when the server has all of it.
+    fn ship_once(&mut self, limit: Duration) -> i32 {
+        let deadline = Instant::now() + limit;
+        loop {
+            if sys::shutdown_requested() {
+                return self.flush_and_exit();
+            }
+            match self.pass(Some(deadline), &sys::shutdown_requested) {
+                Pass::Done if self.shipper.unreadable() == 0 => {
+                    info!("all files shipped");
+                    return 0;
+                }
+                Pass::Done => {
+                    info!(
+                        "{} file(s) could not be read; exiting with status 1",
+                        self.shipper.unreadable()
+                    );
+                    return 1;
+                }
+                Pass::Failed { retry_at } if retry_at < deadline => {
+                    self.events
+                        .wait(Some(retry_at.saturating_duration_since(Instant::now())));
+                }
+                _ => {
+                    info!(
+                        "gave up after {} s with data still to ship; exiting with status 1",
+                        limit.as_secs()
+                    );
+                    return 1;
+                }
             }
         }
     }
@@ -137,41 +225,3 @@ fn flush_and_exit<T: cobbler::Transport>(shipper: &mut Shipper<T>) -> i32 {
 
 /// Between attempts of the final flush.
 const FLUSH_RETRY_PAUSE: Duration = Duration::from_millis(100);
-
-/// `--exit`: ship what the files hold, retrying until `limit`; 0 only when
-/// the server has all of it.
-fn ship_once<T: cobbler::Transport>(
-    shipper: &mut Shipper<T>,
-    events: &mut EventSource,
-    limit: Duration,
-) -> i32 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if sys::shutdown_requested() {
-            return flush_and_exit(shipper);
-        }
-        match shipper.pass(Some(deadline), &sys::shutdown_requested) {
-            Pass::Done if shipper.unreadable() == 0 => {
-                info!("all files shipped");
-                return 0;
-            }
-            Pass::Done => {
-                info!(
-                    "{} file(s) could not be read; exiting with status 1",
-                    shipper.unreadable()
-                );
-                return 1;
-            }
-            Pass::Failed { retry_at } if retry_at < deadline => {
-                events.wait(Some(retry_at.saturating_duration_since(Instant::now())));
-            }
-            _ => {
-                info!(
-                    "gave up after {} s with data still to ship; exiting with status 1",
-                    limit.as_secs()
-                );
-                return 1;
-            }
-        }
-    }
-}

@@ -57,6 +57,10 @@ impl<T: Transport> Shipper<T> {
         &self.files
     }
 
+    pub fn add(&mut self, file: WatchedFile) {
+        self.files.push(file);
+    }
+
     /// Files that exist but could not be read in the last pass.
     pub fn unreadable(&self) -> usize {
         self.unreadable

@@ -29,6 +29,12 @@ pub struct WakePipe {
     write: RawFd,
 }
 
+/// What ended a [`WakePipe::wait`].
+pub struct Woke {
+    /// The extra descriptor reported a change.
+    pub extra: bool,
+}
+
 /// A handle that can wake the main loop from another thread.
 #[derive(Clone, Copy)]
 pub struct Waker(RawFd);
@@ -67,28 +73,41 @@ impl WakePipe {
         Waker(self.write)
     }
 
-    /// Sleeps until woken or until `timeout` passes (`None`: no limit), then
-    /// empties the pipe. Returns `true` if woken.
-    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+    /// Sleeps until woken, until `extra` (if any) reports an exceptional
+    /// condition (POLLPRI/POLLERR: how /proc/mounts signals a mount), or
+    /// until `timeout` passes (`None`: no limit); then empties the pipe.
+    pub fn wait(&self, timeout: Option<Duration>, extra: Option<RawFd>) -> Woke {
         let ms = timeout.map_or(-1, |t| {
             i32::try_from(t.as_millis().max(1)).unwrap_or(i32::MAX)
         });
-        let mut pfd = libc::pollfd {
-            fd: self.read,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd. EINTR (a signal) simply returns early,
-        // which is what a shutdown signal wants.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        let mut fds = [
+            libc::pollfd {
+                fd: self.read,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: extra.unwrap_or(-1),
+                events: libc::POLLPRI,
+                revents: 0,
+            },
+        ];
+        // SAFETY: a valid array of pollfds and its length. A negative fd is
+        // ignored by poll(2). EINTR (a signal) returns early, which is what a
+        // shutdown signal wants.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if n <= 0 {
-            return SHUTDOWN.load(Ordering::SeqCst);
+            return Woke { extra: false };
         }
-        let mut buf = [0u8; 256];
-        // SAFETY: reading into a valid buffer of the given length from our
-        // own non-blocking descriptor.
-        while unsafe { libc::read(self.read, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
-        true
+        if fds[0].revents != 0 {
+            let mut buf = [0u8; 256];
+            // SAFETY: reading into a valid buffer of the given length from
+            // our own non-blocking descriptor.
+            while unsafe { libc::read(self.read, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        }
+        Woke {
+            extra: fds[1].revents & (libc::POLLPRI | libc::POLLERR) != 0,
+        }
     }
 
     /// Routes SIGTERM, SIGINT and SIGHUP to this pipe: the handler only sets
@@ -255,4 +274,20 @@ pub fn redirect_stderr(path: &Path) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Makes a child started with `cmd` receive SIGTERM when the agent dies, even
+/// by SIGKILL, so no `journalctl` outlives it.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls prctl(2), which is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// Python anamon's watch list (path, server-side name).
-pub const DEFAULT_WATCH: &[(&str, &str)] = &[
+pub const PYTHON_WATCH: &[(&str, &str)] = &[
     ("/tmp/anaconda.log", "anaconda.log"),
     ("/tmp/syslog", "sys.log"),
     ("/tmp/anacdump.txt", "anacdump.txt"),
@@ -21,6 +21,37 @@ pub const DEFAULT_WATCH: &[(&str, &str)] = &[
     ("/tmp/X.log", "X.log"),
     ("/tmp/ks-pre.log", "ks-pre.log"),
 ];
+
+/// Python anamon's wait list: files in the target system. Python adds them
+/// only after /mnt/sysimage has stayed mounted for 60 s; here they are
+/// watched from the start and shipped when they appear (the event source
+/// follows mounts). `tmp+install.log` is not a name servers >= 3.2.2 accept.
+pub const PYTHON_WAIT: &[(&str, &str)] = &[
+    ("/mnt/sysimage/root/install.log", "install.log"),
+    ("/mnt/sysimage/tmp/install.log", "tmp_install.log"),
+    ("/mnt/sysimage/root/upgrade.log", "upgrade.log"),
+    ("/mnt/sysimage/tmp/upgrade.log", "tmp_upgrade.log"),
+    ("/mnt/sysimage/boot/grub/grub.conf", "grub.conf"),
+    ("/mnt/sysimage/boot/efi/efi/redhat/elilo.conf", "elilo.conf"),
+    ("/mnt/sysimage/etc/zipl.conf", "zipl.conf"),
+];
+
+/// What Anaconda writes since RHEL6/7 and Python anamon does not know.
+/// Not `sensitive-info.log`: Anaconda keeps it out of the installed system
+/// on purpose, and uploads travel unauthenticated and unencrypted.
+pub const NEWER_ANACONDA: &[(&str, &str)] = &[
+    ("/tmp/ifcfg.log", "ifcfg.log"),
+    ("/tmp/lvm.log", "lvm.log"),
+    ("/tmp/packaging.log", "packaging.log"),
+    ("/tmp/dnf.librepo.log", "dnf.librepo.log"),
+    ("/tmp/hawkey.log", "hawkey.log"),
+    ("/tmp/dbus.log", "dbus.log"),
+    ("/run/install/ks.cfg", "run-install-ks.cfg"),
+];
+
+/// Families of files with generated names: one per `%pre`/`%post` script,
+/// and Anaconda's crash dumps.
+pub const NEWER_ANACONDA_GLOBS: &[&str] = &["/tmp/ks-script-*.log", "/tmp/anaconda-tb-*"];
 
 /// One entry of the watch list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,25 +144,135 @@ pub fn sanitize(name: &str) -> String {
     }
 }
 
-/// Builds the watch list from `--watchfile` paths: each is stored under its
-/// basename, as Python anamon does; where two share a basename, the later
-/// ones are prefixed with their parent directories (`tmp_install.log`) until
-/// unique, then numbered.
-pub fn from_paths(paths: &[PathBuf]) -> Vec<Entry> {
-    let mut taken = HashSet::new();
-    let mut out = Vec::new();
-    let mut seen_paths = HashSet::new();
-    for path in paths {
-        if !seen_paths.insert(path.clone()) {
-            continue;
+/// A family of files in one directory whose names match a pattern with
+/// `*` (any run of characters) and `?` (one character).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob {
+    pub dir: PathBuf,
+    pub pattern: String,
+}
+
+impl Glob {
+    /// `Some` when the last component of `path` has a wildcard.
+    pub fn parse(path: &Path) -> Option<Glob> {
+        let name = path.file_name()?.to_str()?;
+        if !name.contains(['*', '?']) {
+            return None;
         }
-        let alias = unique_alias(path, &mut taken);
-        out.push(Entry {
-            path: path.clone(),
-            alias,
-        });
+        Some(Glob {
+            dir: path.parent()?.to_path_buf(),
+            pattern: name.to_string(),
+        })
     }
-    out
+
+    pub fn matches(&self, path: &Path) -> bool {
+        path.parent() == Some(self.dir.as_path())
+            && path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| wildcard_match(&self.pattern, n))
+    }
+}
+
+/// Shell-style matching of `*` and `?` (no brackets: not needed for logs).
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// The files to ship and the names they have on the server. Names are
+/// unique for the life of the agent, including files found later by globs.
+#[derive(Debug, Default)]
+pub struct WatchList {
+    pub files: Vec<Entry>,
+    pub globs: Vec<Glob>,
+    taken: HashSet<String>,
+    paths: HashSet<PathBuf>,
+}
+
+impl WatchList {
+    /// Python anamon's watch and wait lists with their aliases, then what
+    /// newer Anaconda writes.
+    pub fn defaults() -> WatchList {
+        let mut list = WatchList::default();
+        for (path, alias) in PYTHON_WATCH.iter().chain(PYTHON_WAIT).chain(NEWER_ANACONDA) {
+            list.push(PathBuf::from(path), Some(alias));
+        }
+        list.globs = NEWER_ANACONDA_GLOBS
+            .iter()
+            .filter_map(|g| Glob::parse(Path::new(g)))
+            .collect();
+        list
+    }
+
+    /// From `--watchfile` paths: each is stored under its basename, as
+    /// Python anamon does; where two share a basename, the later ones are
+    /// prefixed with their parent directories (`tmp_install.log`) until
+    /// unique, then numbered. A basename with `*` or `?` is a glob.
+    pub fn from_paths(paths: &[PathBuf]) -> WatchList {
+        let mut list = WatchList::default();
+        for path in paths {
+            match Glob::parse(path) {
+                Some(g) if !list.globs.contains(&g) => list.globs.push(g),
+                Some(_) => {}
+                None => {
+                    list.push(path.clone(), None);
+                }
+            }
+        }
+        list
+    }
+
+    /// Adds `path` under `alias` (or a name derived from it); returns the
+    /// entry, or `None` if the path is already watched.
+    pub fn push(&mut self, path: PathBuf, alias: Option<&str>) -> Option<&Entry> {
+        if !self.paths.insert(path.clone()) {
+            return None;
+        }
+        let alias = match alias {
+            Some(a) if self.taken.insert(a.to_string()) => a.to_string(),
+            _ => unique_alias(&path, &mut self.taken),
+        };
+        self.files.push(Entry { path, alias });
+        self.files.last()
+    }
+
+    /// Files that match a glob and are not watched yet, added to the list.
+    pub fn scan_globs(&mut self) -> Vec<Entry> {
+        let mut found = Vec::new();
+        for g in self.globs.clone() {
+            let Ok(dir) = std::fs::read_dir(&g.dir) else {
+                continue;
+            };
+            let mut names: Vec<PathBuf> = dir.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+            names.sort();
+            for path in names {
+                if g.matches(&path) {
+                    if let Some(e) = self.push(path, None) {
+                        found.push(e.clone());
+                    }
+                }
+            }
+        }
+        found
+    }
 }
 
 fn unique_alias(path: &Path, taken: &mut HashSet<String>) -> String {
@@ -162,17 +303,6 @@ fn unique_alias(path: &Path, taken: &mut HashSet<String>) -> String {
     }
     taken.insert(candidate.clone());
     candidate
-}
-
-/// Python anamon's default list.
-pub fn defaults() -> Vec<Entry> {
-    DEFAULT_WATCH
-        .iter()
-        .map(|(p, a)| Entry {
-            path: PathBuf::from(p),
-            alias: (*a).to_string(),
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -208,7 +338,11 @@ mod tests {
         .iter()
         .map(PathBuf::from)
         .collect();
-        let aliases: Vec<String> = from_paths(&paths).into_iter().map(|e| e.alias).collect();
+        let aliases: Vec<String> = WatchList::from_paths(&paths)
+            .files
+            .into_iter()
+            .map(|e| e.alias)
+            .collect();
         assert_eq!(
             aliases,
             [
@@ -233,21 +367,71 @@ mod tests {
             .iter()
             .map(PathBuf::from)
             .collect();
-        let aliases: Vec<String> = from_paths(&paths).into_iter().map(|e| e.alias).collect();
+        let aliases: Vec<String> = WatchList::from_paths(&paths)
+            .files
+            .into_iter()
+            .map(|e| e.alias)
+            .collect();
         assert_eq!(aliases, ["x.log", "a_x.log", "a_x.log.2"]);
     }
 
     #[test]
-    fn defaults_are_python_anamons() {
-        let d = defaults();
-        assert_eq!(d.len(), 12);
-        assert!(d.contains(&Entry {
-            path: "/tmp/syslog".into(),
-            alias: "sys.log".into()
-        }));
-        assert!(d.contains(&Entry {
-            path: "/tmp/lvmout".into(),
-            alias: "lvmout.log".into()
-        }));
+    fn defaults_keep_python_anamons_names_and_add_newer_logs() {
+        let d = WatchList::defaults();
+        let has = |p: &str, a: &str| {
+            d.files.contains(&Entry {
+                path: p.into(),
+                alias: a.into(),
+            })
+        };
+        assert!(has("/tmp/syslog", "sys.log"));
+        assert!(has("/tmp/lvmout", "lvmout.log"));
+        assert!(has("/mnt/sysimage/root/install.log", "install.log"));
+        assert!(has("/mnt/sysimage/tmp/install.log", "tmp_install.log"));
+        assert!(has("/tmp/dnf.librepo.log", "dnf.librepo.log"));
+        assert_eq!(
+            d.files.len(),
+            PYTHON_WATCH.len() + PYTHON_WAIT.len() + NEWER_ANACONDA.len()
+        );
+        let aliases: HashSet<_> = d.files.iter().map(|e| &e.alias).collect();
+        assert_eq!(aliases.len(), d.files.len(), "aliases must be unique");
+        for a in aliases {
+            assert!(
+                a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)),
+                "{a}"
+            );
+        }
+        assert_eq!(d.globs.len(), 2);
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("ks-script-*.log", "ks-script-abc_12.log"));
+        assert!(wildcard_match("ks-script-*.log", "ks-script-.log"));
+        assert!(!wildcard_match("ks-script-*.log", "ks-script-1.log.old"));
+        assert!(wildcard_match("anaconda-tb-*", "anaconda-tb-x1y2"));
+        assert!(wildcard_match("a?c*", "abcdef"));
+        assert!(!wildcard_match("a?c", "ac"));
+        let g = Glob::parse(Path::new("/tmp/ks-script-*.log")).unwrap();
+        assert!(g.matches(Path::new("/tmp/ks-script-7.log")));
+        assert!(!g.matches(Path::new("/tmp/sub/ks-script-7.log")));
+    }
+
+    #[test]
+    fn globs_find_new_files_once_with_unique_names() {
+        let dir = std::env::temp_dir().join(format!("anamon-glob-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut list = WatchList::from_paths(&[dir.join("x.log"), dir.join("ks-script-*.log")]);
+        assert!(list.scan_globs().is_empty());
+        std::fs::write(dir.join("ks-script-b.log"), "b").unwrap();
+        std::fs::write(dir.join("ks-script-a.log"), "a").unwrap();
+        std::fs::write(dir.join("other.log"), "o").unwrap();
+        let found: Vec<String> = list.scan_globs().into_iter().map(|e| e.alias).collect();
+        assert_eq!(found, ["ks-script-a.log", "ks-script-b.log"]);
+        assert!(list.scan_globs().is_empty(), "found twice");
+        assert_eq!(list.files.len(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

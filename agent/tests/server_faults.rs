@@ -29,8 +29,7 @@ fn server_down_at_start_then_up() {
     assert!(before.contains("failed: cannot connect"), "{before}");
     let peer = Peer::start_on(CURRENT, &dir, port);
     peer.assert_mirrors("anaconda.log", &log, LIMIT);
-    let text = agent.log_text();
-    assert!(text.contains("taking uploads again"), "{text}");
+    agent.assert_logs("taking uploads again");
 }
 
 #[test]
@@ -272,11 +271,7 @@ fn old_string_contract_of_cobbler_3_1_2() {
     peer.assert_mirrors("anaconda.log", &log, LIMIT);
     append(&log, &binary_bytes(300 * 1024, 14));
     peer.assert_mirrors("anaconda.log", &log, LIMIT);
-    assert!(
-        agent.log_text().contains("base64 text in <string>"),
-        "{}",
-        agent.log_text()
-    );
+    agent.assert_logs("server accepts uploads as base64 text in <string>");
     agent.assert_running();
 
     // The same with the form forced.

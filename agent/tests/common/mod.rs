@@ -245,6 +245,14 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the agent's log contains `needle`: the server may store
+    /// a chunk a moment before the agent hears back and logs about it.
+    pub fn assert_logs(&self, needle: &str) {
+        if !wait_until(Duration::from_secs(10), || self.log_text().contains(needle)) {
+            panic!("agent never logged {needle:?}:\n{}", self.log_text());
+        }
+    }
+
     pub fn assert_running(&mut self) {
         assert!(
             self.child.try_wait().unwrap().is_none(),
