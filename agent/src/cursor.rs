@@ -298,6 +298,31 @@ mod tests {
     }
 
     #[test]
+    fn offsets_beyond_4_gib() {
+        // A sparse 5 GiB file whose first 5 GiB the server already has: the
+        // next chunk starts past 2^32 and holds only the new bytes.
+        let t = Tmp::new("big");
+        let f = std::fs::File::create(&t.0).unwrap();
+        let five_gib = 5u64 << 30;
+        f.set_len(five_gib).unwrap();
+        let meta = f.metadata().unwrap();
+        let mut c = Cursor {
+            identity: Some(Identity { dev: meta.dev(), ino: meta.ino() }),
+            shipped: five_gib,
+            tail: vec![0; TAIL],
+        };
+        drop(f);
+        std::fs::OpenOptions::new().append(true).open(&t.0).unwrap().write_all(b"past 4 GiB\n").unwrap();
+        let ch = c.next_chunk(&t.0, CHUNK_FOR_TESTS).unwrap().unwrap();
+        assert_eq!((ch.offset, ch.data.as_slice(), ch.restart), (five_gib, &b"past 4 GiB\n"[..], false));
+        c.commit(&ch);
+        assert_eq!(c.shipped(), five_gib + 11);
+        assert_eq!(c.next_chunk(&t.0, CHUNK_FOR_TESTS), Ok(None));
+    }
+
+    const CHUNK_FOR_TESTS: usize = 256 * 1024;
+
+    #[test]
     fn special_files_are_refused_without_blocking() {
         assert_eq!(
             Cursor::default().next_chunk(Path::new("/"), 10),

@@ -1,0 +1,130 @@
+# anamon: build the release agents, install them with the kickstart snippets
+# (and, when updates-img builds, updates images) into a Cobbler server tree.
+#
+#   make                      agents for every architecture this machine can build
+#   make install DESTDIR=/x   snippets, agents and images under /x
+#   make check                the snippet tests (ci/snippets/test)
+#   make install BUILD=no     install what target/ holds; runs no cargo
+#
+# Cobbler's paths are fixed by Cobbler, not by PREFIX: override COBBLER_WWW
+# for distributions that serve it elsewhere (openSUSE: /srv/www/cobbler).
+# PREFIX only places the updates-img tool ($(BINDIR)).
+
+PREFIX            ?= /usr/local
+BINDIR            ?= $(PREFIX)/bin
+COBBLER_SNIPPETS  ?= /var/lib/cobbler/snippets
+COBBLER_WWW       ?= /var/www/cobbler
+COBBLER_MISC      ?= $(COBBLER_WWW)/misc
+INSTALL           ?= install
+CARGO             ?= cargo
+BUILD             ?= yes
+
+# Installer architecture names (as the snippets ask for them) and the Rust
+# target each is built with.
+ARCHES        := x86_64 i686 i586 aarch64 ppc64le
+triple_x86_64  := x86_64-unknown-linux-musl
+triple_i686    := i686-unknown-linux-musl
+triple_i586    := i586-unknown-linux-musl
+triple_aarch64 := aarch64-unknown-linux-musl
+triple_ppc64le := powerpc64le-unknown-linux-musl
+
+# Architectures an updates image is for: the ext2 image serves the loaders of
+# RHEL 4-6 (x86 only among our builds), the cpio image dracut installers
+# (RHEL 7+: no 32-bit x86 any more). Only agents that were built go in.
+EXT2_ARCHES := x86_64 i686 i586
+CPIO_ARCHES := x86_64 aarch64 ppc64le
+
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+# Where the images are built before installation.
+IMAGE_DIR  := $(TARGET_DIR)/anamon-images
+SYSROOT    := $(shell rustc --print sysroot 2>/dev/null)
+
+# Cross targets without a cross gcc link with the toolchain's rust-lld
+# (everything is static musl, so no C library of the target is needed).
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= rust-lld
+export CARGO_TARGET_POWERPC64LE_UNKNOWN_LINUX_MUSL_LINKER ?= rust-lld
+
+# ARCH=TRIPLE words for the shell loops below.
+ARCH_TRIPLES := $(foreach a,$(ARCHES),$(a)=$(triple_$(a)))
+
+.PHONY: all agents images install check clean
+
+all: agents images
+
+# One cargo build at a time (cargo serialises on the target dir anyway). A
+# target whose standard library is not installed is skipped with a message,
+# so `make` works on machines with only some targets; a build that fails
+# fails make (and leaves target/ alone). BUILD=no runs no cargo and uses
+# what target/ holds (ci/snippets/test does, so that it never compiles).
+agents:
+ifeq ($(BUILD),no)
+	@echo "make: BUILD=no: using the agents already in $(TARGET_DIR)"
+else
+	@set -e; for at in $(ARCH_TRIPLES); do \
+	  arch=$${at%%=*}; t=$${at#*=}; \
+	  if [ ! -d "$(SYSROOT)/lib/rustlib/$$t/lib" ]; then \
+	    echo "make: skipping anamon.$$arch: Rust target $$t is not installed (rustup target add $$t)"; \
+	    continue; \
+	  fi; \
+	  echo "make: building anamon.$$arch ($$t)"; \
+	  $(CARGO) build --quiet --release --target $$t -p anamon || \
+	    { echo "make: the build of anamon.$$arch ($$t) failed"; exit 1; }; \
+	done
+endif
+
+# anamon-updates.img: ext2, for `updates=` on RHEL 4-6 (agent at
+# /tmp/updates/anamon/anamon.ARCH). anamon-updates.cpio.gz: gzip newc cpio,
+# for `inst.updates=` on RHEL 7+ (agent at /usr/libexec/anamon/anamon.ARCH).
+# The updates-img tool is another crate of this workspace: when it does not
+# build (yet), there are simply no images.
+images: agents
+	@set -e; tool=$(TARGET_DIR)/release/updates-img; \
+	rm -f $(IMAGE_DIR)/anamon-updates.img $(IMAGE_DIR)/anamon-updates.cpio.gz; \
+	if [ "$(BUILD)" != no ] && ! $(CARGO) build --quiet --release -p updates-img; then \
+	  echo "make: updates-img does not build: no updates images"; exit 0; fi; \
+	if [ ! -x "$$tool" ]; then echo "make: no updates-img tool: no updates images"; exit 0; fi; \
+	mkdir -p $(IMAGE_DIR); \
+	for fmt in ext2 cpio; do \
+	  if [ $$fmt = ext2 ]; then arches="$(EXT2_ARCHES)"; out=$(IMAGE_DIR)/anamon-updates.img; \
+	  else arches="$(CPIO_ARCHES)"; out=$(IMAGE_DIR)/anamon-updates.cpio.gz; fi; \
+	  args=; \
+	  for at in $(ARCH_TRIPLES); do \
+	    arch=$${at%%=*}; bin=$(TARGET_DIR)/$${at#*=}/release/anamon; \
+	    case " $$arches " in *" $$arch "*) ;; *) continue ;; esac; \
+	    if [ -f "$$bin" ]; then args="$$args --agent $$arch=$$bin"; fi; \
+	  done; \
+	  rm -f "$$out"; \
+	  if [ -z "$$args" ]; then echo "make: no agent for $$out: not built"; continue; fi; \
+	  if "$$tool" --format $$fmt --out "$$out" $$args; then echo "make: built $$out"; \
+	  else echo "make: updates-img failed for $$out: not installed"; rm -f "$$out"; fi; \
+	done
+
+install: all
+	$(INSTALL) -d $(DESTDIR)$(COBBLER_SNIPPETS) $(DESTDIR)$(COBBLER_MISC)
+	$(INSTALL) -m 644 snippets/pre_anamon snippets/post_anamon $(DESTDIR)$(COBBLER_SNIPPETS)/
+	@set -e; for at in $(ARCH_TRIPLES); do \
+	  arch=$${at%%=*}; t=$${at#*=}; \
+	  bin=$(TARGET_DIR)/$$t/release/anamon; \
+	  if [ -f "$$bin" ]; then \
+	    echo "$(INSTALL) -m 755 $$bin $(DESTDIR)$(COBBLER_MISC)/anamon.$$arch"; \
+	    $(INSTALL) -m 755 "$$bin" "$(DESTDIR)$(COBBLER_MISC)/anamon.$$arch"; \
+	  else echo "make: anamon.$$arch not built, not installed"; fi; \
+	done
+	@set -e; for img in anamon-updates.img anamon-updates.cpio.gz; do \
+	  if [ -f $(IMAGE_DIR)/$$img ]; then \
+	    echo "$(INSTALL) -m 644 $(IMAGE_DIR)/$$img $(DESTDIR)$(COBBLER_MISC)/$$img"; \
+	    $(INSTALL) -m 644 $(IMAGE_DIR)/$$img $(DESTDIR)$(COBBLER_MISC)/$$img; \
+	  fi; \
+	done
+	@if [ -x $(TARGET_DIR)/release/updates-img ]; then \
+	  $(INSTALL) -d $(DESTDIR)$(BINDIR); \
+	  echo "$(INSTALL) -m 755 $(TARGET_DIR)/release/updates-img $(DESTDIR)$(BINDIR)/updates-img"; \
+	  $(INSTALL) -m 755 $(TARGET_DIR)/release/updates-img $(DESTDIR)$(BINDIR)/updates-img; \
+	fi
+
+check:
+	ci/snippets/test
+
+# Only what this Makefile made; `cargo clean` is for the whole workspace.
+clean:
+	rm -rf $(IMAGE_DIR)
