@@ -257,7 +257,8 @@ mod tests {
         ])
         .unwrap();
         let got: Vec<_> = c
-            .watch.files
+            .watch
+            .files
             .iter()
             .map(|e| (e.path.to_str().unwrap(), e.alias.as_str()))
             .collect();

@@ -307,14 +307,25 @@ mod tests {
         f.set_len(five_gib).unwrap();
         let meta = f.metadata().unwrap();
         let mut c = Cursor {
-            identity: Some(Identity { dev: meta.dev(), ino: meta.ino() }),
+            identity: Some(Identity {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }),
             shipped: five_gib,
             tail: vec![0; TAIL],
         };
         drop(f);
-        std::fs::OpenOptions::new().append(true).open(&t.0).unwrap().write_all(b"past 4 GiB\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&t.0)
+            .unwrap()
+            .write_all(b"past 4 GiB\n")
+            .unwrap();
         let ch = c.next_chunk(&t.0, CHUNK_FOR_TESTS).unwrap().unwrap();
-        assert_eq!((ch.offset, ch.data.as_slice(), ch.restart), (five_gib, &b"past 4 GiB\n"[..], false));
+        assert_eq!(
+            (ch.offset, ch.data.as_slice(), ch.restart),
+            (five_gib, &b"past 4 GiB\n"[..], false)
+        );
         c.commit(&ch);
         assert_eq!(c.shipped(), five_gib + 11);
         assert_eq!(c.next_chunk(&t.0, CHUNK_FOR_TESTS), Ok(None));

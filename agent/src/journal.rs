@@ -4,7 +4,6 @@
 //! nothing about delivery is special.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 /// The journal's name on the server.
 pub const ALIAS: &str = "journal.log";
@@ -15,7 +14,7 @@ const JOURNALCTL: &[&str] = &["/usr/bin/journalctl", "/bin/journalctl"];
 
 /// A running `journalctl --follow`; stopped when dropped.
 pub struct Journal {
-    child: Child,
+    pid: libc::pid_t,
     path: PathBuf,
 }
 
@@ -30,21 +29,19 @@ impl Journal {
             return Ok(None);
         };
         let out = std::fs::File::create(STREAM_FILE)?;
-        let mut cmd = Command::new(journalctl);
-        cmd.args([
-            "--boot",
-            "--follow",
-            "--no-tail",
-            "--no-pager",
-            "--output=short-precise",
-        ])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(Stdio::null());
-        crate::sys::die_with_parent(&mut cmd);
-        let child = cmd.spawn()?;
+        let pid = crate::sys::spawn_to_file(
+            &[
+                journalctl,
+                "--boot",
+                "--follow",
+                "--no-tail",
+                "--no-pager",
+                "--output=short-precise",
+            ],
+            &out,
+        )?;
         Ok(Some(Journal {
-            child,
+            pid,
             path: PathBuf::from(STREAM_FILE),
         }))
     }
@@ -56,7 +53,6 @@ impl Journal {
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::sys::stop_child(self.pid);
     }
 }

@@ -276,18 +276,82 @@ pub fn redirect_stderr(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Makes a child started with `cmd` receive SIGTERM when the agent dies, even
-/// by SIGKILL, so no `journalctl` outlives it.
-pub fn die_with_parent(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // calls prctl(2), which is async-signal-safe and allocates nothing.
+/// Starts `argv[0]` (an absolute path) with stdout to `out` and stdin and
+/// stderr to /dev/null; the child receives SIGTERM when the agent dies, even
+/// by SIGKILL. Returns its pid. fork+exec by hand costs a few hundred bytes
+/// where `std::process` costs tens of KiB of the size budget.
+///
+/// Call before any thread exists: the child of a multi-threaded fork may
+/// only make async-signal-safe calls, and this one does, but it is simplest
+/// to keep the rule of [`daemonize`].
+pub fn spawn_to_file(argv: &[&str], out: &std::fs::File) -> io::Result<libc::pid_t> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    let args: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(*a).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput)))
+        .collect::<Result<_, _>>()?;
+    let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let (null_fd, out_fd) = (devnull.as_raw_fd(), out.as_raw_fd());
+    // SAFETY: everything the child needs is prepared above; between fork
+    // and exec it calls only dup2, prctl, execv and _exit, all
+    // async-signal-safe, and never returns into Rust code.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(io::Error::last_os_error());
+        match libc::fork() {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                if libc::dup2(null_fd, 0) >= 0
+                    && libc::dup2(out_fd, 1) >= 0
+                    && libc::dup2(null_fd, 2) >= 0
+                    && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0
+                {
+                    libc::execv(ptrs[0], ptrs.as_ptr());
+                }
+                libc::_exit(127)
             }
-            Ok(())
-        });
+            pid => Ok(pid),
+        }
+    }
+}
+
+/// Stops a child from [`spawn_to_file`] and reaps it.
+pub fn stop_child(pid: libc::pid_t) {
+    // SAFETY: signalling and reaping our own child; status is a valid int.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn spawned_child_writes_to_the_file_and_is_reaped() {
+        let path = std::env::temp_dir().join(format!("anamon-spawn-{}", std::process::id()));
+        let out = std::fs::File::create(&path).unwrap();
+        let pid =
+            super::spawn_to_file(&["/bin/sh", "-c", "echo streamed; exec sleep 30"], &out).unwrap();
+        let mut seen = String::new();
+        for _ in 0..200 {
+            seen = std::fs::read_to_string(&path).unwrap();
+            if !seen.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(seen, "streamed\n");
+        super::stop_child(pid);
+        // Reaped: the pid no longer names our child.
+        assert_eq!(
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) },
+            -1
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 }
