@@ -309,6 +309,15 @@ fn unique_alias(path: &Path, taken: &mut HashSet<String>) -> String {
 mod tests {
     use super::*;
 
+    fn aliases_of(paths: &[&str]) -> Vec<String> {
+        let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+        WatchList::from_paths(&paths)
+            .files
+            .into_iter()
+            .map(|e| e.alias)
+            .collect()
+    }
+
     #[test]
     fn shell_split_matches_shlex_for_paths() {
         assert_eq!(
@@ -326,7 +335,7 @@ mod tests {
 
     #[test]
     fn aliases_are_basenames_made_unique_and_valid() {
-        let paths: Vec<PathBuf> = [
+        let aliases = aliases_of(&[
             "/mnt/sysimage/root/install.log",
             "/mnt/sysimage/tmp/install.log",
             "/var/log/messages",
@@ -334,15 +343,7 @@ mod tests {
             "/tmp/weird name+x.log",
             "/tmp/..",
             "/var/log/messages",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-        let aliases: Vec<String> = WatchList::from_paths(&paths)
-            .files
-            .into_iter()
-            .map(|e| e.alias)
-            .collect();
+        ]);
         assert_eq!(
             aliases,
             [
@@ -363,16 +364,10 @@ mod tests {
 
     #[test]
     fn identical_names_without_distinct_parents_are_numbered() {
-        let paths: Vec<PathBuf> = ["/x.log", "/a/x.log", "/a_x.log"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
-        let aliases: Vec<String> = WatchList::from_paths(&paths)
-            .files
-            .into_iter()
-            .map(|e| e.alias)
-            .collect();
-        assert_eq!(aliases, ["x.log", "a_x.log", "a_x.log.2"]);
+        assert_eq!(
+            aliases_of(&["/x.log", "/a/x.log", "/a_x.log"]),
+            ["x.log", "a_x.log", "a_x.log.2"]
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::io::Write;
 
 use flate2::{Compression, GzBuilder};
 
-use crate::tree::{Dir, Node, Tree, DIR_MODE};
+use crate::tree::{join, Dir, Node, Tree, DIR_MODE};
 
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
@@ -62,11 +62,7 @@ fn push_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
 pub fn archive(tree: &Tree, mtime: u32) -> Vec<u8> {
     fn walk(d: &Dir, prefix: &str, mtime: u32, ino: &mut u32, out: &mut Vec<u8>) {
         for (name, node) in &d.entries {
-            let path = if prefix.is_empty() {
-                name.clone()
-            } else {
-                format!("{prefix}/{name}")
-            };
+            let path = join(prefix, name);
             *ino += 1;
             match node {
                 Node::Dir(sub) => {

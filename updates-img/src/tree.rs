@@ -50,6 +50,16 @@ pub struct Tree {
 /// Splits an image path into components, rejecting anything that could escape
 /// the image root or that a format cannot store. A leading `/` is allowed and
 /// ignored: paths are always relative to the image root.
+/// `prefix/name`, or `name` at the top of the tree (archive paths have no
+/// leading slash).
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
 pub fn split_dest(dest: &str) -> Result<Vec<String>> {
     let bad = |why: &str| Error::BadDest {
         dest: dest.to_string(),
@@ -123,11 +133,7 @@ impl Tree {
     pub fn files(&self) -> Vec<(String, &File)> {
         fn walk<'a>(d: &'a Dir, prefix: &str, out: &mut Vec<(String, &'a File)>) {
             for (name, node) in &d.entries {
-                let path = if prefix.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{prefix}/{name}")
-                };
+                let path = join(prefix, name);
                 match node {
                     Node::Dir(sub) => walk(sub, &path, out),
                     Node::File(f) => out.push((path, f)),
