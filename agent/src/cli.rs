@@ -151,6 +151,9 @@ impl Args {
             "string" => WireChoice::Fixed(Wire::Text),
             other => return Err(format!("--wire {other:?}: expected auto, base64 or string")),
         };
+        if self.port == 0 {
+            return Err("--port 0 is not a port the server can listen on".into());
+        }
         if self.timeout == 0 {
             return Err("--timeout must be at least 1 second".into());
         }
@@ -282,6 +285,7 @@ mod tests {
             &["--name", "../etc", "--server", "s"],
             &["--name", "..", "--server", "s"],
             &["--name", "n", "--server", "s", "--wire", "xml"],
+            &["--name", "n", "--server", "s", "--port", "0"],
             &["--name", "n", "--server", "s", "--watchfile", "'unclosed"],
             &["--name", "n", "--server", "s", "--watchfile", " "],
         ] {
