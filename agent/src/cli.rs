@@ -89,7 +89,7 @@ pub struct Config {
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     /// Print this on stdout and exit 0 (`--help`, `--version`).
     Print(String),
 }
@@ -119,7 +119,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             env!("CARGO_PKG_VERSION")
         )));
     }
-    parsed.into_config().map(Command::Run)
+    parsed.into_config().map(|c| Command::Run(Box::new(c)))
 }
 
 impl Args {
@@ -205,7 +205,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())? {
-            Command::Run(c) => Ok(c),
+            Command::Run(c) => Ok(*c),
             Command::Print(p) => Err(format!("printed {p}")),
         }
     }

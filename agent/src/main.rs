@@ -7,7 +7,7 @@ fn main() -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Ok(anamon::cli::Command::Run(cfg)) => ExitCode::from(anamon::run(cfg) as u8),
+        Ok(anamon::cli::Command::Run(cfg)) => ExitCode::from(anamon::run(*cfg) as u8),
         Err(e) => {
             eprintln!("anamon: {e} (see anamon --help)");
             ExitCode::from(2)

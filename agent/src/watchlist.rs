@@ -278,7 +278,7 @@ impl WatchList {
 fn unique_alias(path: &Path, taken: &mut HashSet<String>) -> String {
     let base = path
         .iter()
-        .last()
+        .next_back()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut candidate = sanitize(if base.is_empty() { "log" } else { &base });

@@ -315,6 +315,7 @@ pub fn binary_bytes(len: usize, seed: u32) -> Vec<u8> {
 
 /// What the fault proxy does with each new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // XmlRpcFault is the protocol's own word
 pub enum Fault {
     /// Forward to the peer.
     Pass,
