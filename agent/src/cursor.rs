@@ -94,20 +94,17 @@ impl Cursor {
             if size == self.shipped {
                 return Ok(None);
             }
+            // The last bytes shipped must still be there, else the file was
+            // rewritten in place: read them apart from the new bytes, so the
+            // new bytes need no copying.
             let keep = self.tail.len();
-            let start = self.shipped - keep as u64;
-            let want = keep + max.min(to_usize(size - self.shipped));
-            let buf = read_at(&mut file, start, want)?;
-            if buf.len() >= keep && buf[..keep] == self.tail[..] {
-                if buf.len() == keep {
+            let tail = read_at(&mut file, self.shipped - keep as u64, keep)?;
+            if tail == self.tail {
+                let data = read_at(&mut file, self.shipped, max.min(to_usize(size - self.shipped)))?;
+                if data.is_empty() {
                     return Ok(None);
                 }
-                return Ok(Some(Chunk {
-                    identity,
-                    offset: self.shipped,
-                    data: buf[keep..].to_vec(),
-                    restart: false,
-                }));
+                return Ok(Some(Chunk { identity, offset: self.shipped, data, restart: false }));
             }
             // The bytes the server has are no longer the file's: rewritten.
         }

@@ -126,39 +126,27 @@ fn push_escaped(out: &mut Vec<u8>, s: &str) {
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding, appended to `out` (no line breaks: Python's
-/// decoder does not need them and they only cost wire bytes).
+/// decoder does not need them and they only cost wire bytes). The output is
+/// sized once and filled by index: this runs over every byte shipped.
 pub fn base64_encode_into(data: &[u8], out: &mut Vec<u8>) {
-    out.reserve(data.len().div_ceil(3) * 4);
+    let start = out.len();
+    out.resize(start + data.len().div_ceil(3) * 4, b'=');
+    let dst = &mut out[start..];
+    let sym = |n: u32, shift: u32| B64[(n >> shift) as usize & 63];
     let mut chunks = data.chunks_exact(3);
-    for c in &mut chunks {
-        let n = (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2]);
-        out.extend_from_slice(&[
-            B64[(n >> 18) as usize & 63],
-            B64[(n >> 12) as usize & 63],
-            B64[(n >> 6) as usize & 63],
-            B64[n as usize & 63],
-        ]);
+    for (src, d) in (&mut chunks).zip(dst.chunks_exact_mut(4)) {
+        let n = (u32::from(src[0]) << 16) | (u32::from(src[1]) << 8) | u32::from(src[2]);
+        d.copy_from_slice(&[sym(n, 18), sym(n, 12), sym(n, 6), sym(n, 0)]);
     }
-    match *chunks.remainder() {
-        [a] => {
-            let n = u32::from(a) << 16;
-            out.extend_from_slice(&[
-                B64[(n >> 18) as usize & 63],
-                B64[(n >> 12) as usize & 63],
-                b'=',
-                b'=',
-            ]);
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let n = (u32::from(rest[0]) << 16) | (u32::from(rest.get(1).copied().unwrap_or(0)) << 8);
+        let tail = dst.len() - 4;
+        dst[tail] = sym(n, 18);
+        dst[tail + 1] = sym(n, 12);
+        if rest.len() == 2 {
+            dst[tail + 2] = sym(n, 6);
         }
-        [a, b] => {
-            let n = (u32::from(a) << 16) | (u32::from(b) << 8);
-            out.extend_from_slice(&[
-                B64[(n >> 18) as usize & 63],
-                B64[(n >> 12) as usize & 63],
-                B64[(n >> 6) as usize & 63],
-                b'=',
-            ]);
-        }
-        _ => {}
     }
 }
 
