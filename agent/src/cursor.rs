@@ -28,7 +28,13 @@ pub struct Cursor {
     identity: Option<Identity>,
     shipped: u64,
     tail: Vec<u8>,
+    /// The file's mtime when the last shipped bytes were read: a file of
+    /// the same size with another mtime was rewritten in place.
+    modified: Option<Mtime>,
 }
+
+/// Seconds and nanoseconds.
+type Mtime = (i64, i64);
 
 /// Why a file cannot be read now. Each is reported once, when it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +58,7 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     pub identity: Identity,
+    pub modified: Mtime,
     pub offset: u64,
     pub data: Vec<u8>,
     /// The server's copy must be rewritten from the start: the file was
@@ -88,23 +95,36 @@ impl Cursor {
             ino: meta.ino(),
         };
         let size = meta.len();
+        let modified = (meta.mtime(), meta.mtime_nsec());
 
         let same_file = self.identity == Some(identity) && size >= self.shipped;
-        if same_file {
-            if size == self.shipped {
-                return Ok(None);
-            }
+        if same_file && size == self.shipped && self.modified == Some(modified) {
+            return Ok(None);
+        }
+        // Same size, another mtime: rewritten in place (or touched), so the
+        // whole file is sent again below.
+        if same_file && size > self.shipped {
             // The last bytes shipped must still be there, else the file was
             // rewritten in place: read them apart from the new bytes, so the
             // new bytes need no copying.
             let keep = self.tail.len();
             let tail = read_at(&mut file, self.shipped - keep as u64, keep)?;
             if tail == self.tail {
-                let data = read_at(&mut file, self.shipped, max.min(to_usize(size - self.shipped)))?;
+                let data = read_at(
+                    &mut file,
+                    self.shipped,
+                    max.min(to_usize(size - self.shipped)),
+                )?;
                 if data.is_empty() {
                     return Ok(None);
                 }
-                return Ok(Some(Chunk { identity, offset: self.shipped, data, restart: false }));
+                return Ok(Some(Chunk {
+                    identity,
+                    modified,
+                    offset: self.shipped,
+                    data,
+                    restart: false,
+                }));
             }
             // The bytes the server has are no longer the file's: rewritten.
         }
@@ -116,6 +136,7 @@ impl Cursor {
         }
         Ok(Some(Chunk {
             identity,
+            modified,
             offset: 0,
             data,
             restart: true,
@@ -128,6 +149,7 @@ impl Cursor {
             self.tail.clear();
         }
         self.identity = Some(chunk.identity);
+        self.modified = Some(chunk.modified);
         self.shipped = chunk.offset + chunk.data.len() as u64;
         if chunk.data.len() >= TAIL {
             self.tail.clear();
@@ -288,6 +310,17 @@ mod tests {
         sync(&mut c, &t.0, &mut server, 1024);
         assert_eq!(server, b"third");
 
+        // Rewritten in place at the same size (ks.cfg edited by %pre).
+        std::fs::write(&t.0, b"thing").unwrap();
+        sync(&mut c, &t.0, &mut server, 1024);
+        let f = std::fs::OpenOptions::new().write(true).open(&t.0).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"THI", 0).unwrap();
+        f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(1))
+            .unwrap();
+        drop(f);
+        assert_eq!(sync(&mut c, &t.0, &mut server, 1024), 1);
+        assert_eq!(server, b"THIng");
+
         // Emptied: the server copy is emptied too.
         std::fs::write(&t.0, b"").unwrap();
         assert_eq!(sync(&mut c, &t.0, &mut server, 1024), 1);
@@ -310,6 +343,7 @@ mod tests {
             }),
             shipped: five_gib,
             tail: vec![0; TAIL],
+            modified: None,
         };
         drop(f);
         std::fs::OpenOptions::new()

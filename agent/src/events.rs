@@ -27,6 +27,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How often the poll fallback looks.
@@ -45,11 +46,14 @@ pub struct EventSource {
 
 struct Inotify {
     watcher: notify::INotifyWatcher,
+    files: Vec<PathBuf>,
     /// Every directory that should be watched.
     dirs: BTreeSet<PathBuf>,
     /// What is watched now: each wanted directory, or for a missing one its
     /// nearest existing ancestor.
     watched: BTreeSet<PathBuf>,
+    /// Paths whose events matter, shared with notify's thread.
+    interesting: Arc<Mutex<HashSet<PathBuf>>>,
     /// `/proc/mounts`, which polls readable-with-priority after any mount or
     /// unmount (Linux 2.6.15).
     mounts: Option<File>,
@@ -134,6 +138,10 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
     for d in &dirs {
         interesting.extend(d.ancestors().map(Path::to_path_buf));
     }
+    // Symlinks' targets are added as they are found (place_watches), hence
+    // the lock; it is taken only on notify's thread and on a wake-up.
+    let interesting = Arc::new(Mutex::new(interesting));
+    let shared = interesting.clone();
     let globs = targets.globs.to_vec();
     let waker = pipe.waker();
     let handler = move |res: notify::Result<notify::Event>| {
@@ -153,6 +161,7 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
                 false
             }
             Ok(ev) => {
+                let interesting = shared.lock().unwrap_or_else(|e| e.into_inner());
                 ev.need_rescan()
                     || ev
                         .paths
@@ -171,8 +180,10 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
     let mounts = File::open("/proc/mounts").ok();
     let mut ino = Inotify {
         watcher,
+        files: targets.files.to_vec(),
         dirs,
         watched: BTreeSet::new(),
+        interesting,
         mounts,
     };
     ino.place_watches()?;
@@ -184,6 +195,7 @@ impl Inotify {
     /// existing ancestor. A directory that exists but cannot be watched (the
     /// watch limit) is an error: the caller then polls.
     fn place_watches(&mut self) -> Result<(), String> {
+        self.follow_symlinks();
         let want: BTreeSet<PathBuf> = self
             .dirs
             .iter()
@@ -199,6 +211,27 @@ impl Inotify {
         // Ancestors stay watched once their directory exists: harmless, and
         // they are few.
         Ok(())
+    }
+
+    /// A watched path that is a symlink is written through its target, and
+    /// inotify names the target, in the target's directory: watch that too.
+    /// One lstat per file per wake-up; resolving only for symlinks.
+    fn follow_symlinks(&mut self) {
+        for f in &self.files {
+            if !std::fs::symlink_metadata(f).is_ok_and(|m| m.file_type().is_symlink()) {
+                continue;
+            }
+            let Ok(target) = std::fs::canonicalize(f) else {
+                continue;
+            };
+            let mut interesting = self.interesting.lock().unwrap_or_else(|e| e.into_inner());
+            if interesting.insert(target.clone()) {
+                if let Some(dir) = target.parent() {
+                    self.dirs.insert(dir.to_path_buf());
+                    interesting.extend(dir.ancestors().map(Path::to_path_buf));
+                }
+            }
+        }
     }
 
     /// After a mount or unmount, a watch may point at a directory that is

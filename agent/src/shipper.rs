@@ -109,7 +109,7 @@ impl<T: Transport> Shipper<T> {
                 let Some(chunk) = chunk else { continue };
                 if chunk.restart && file.cursor.shipped() > 0 {
                     info!(
-                        "{}: replaced, truncated or rewritten; sending it again from the start",
+                        "{}: replaced, truncated or changed in place; sending it again from the start",
                         file.path.display()
                     );
                 }

@@ -8,9 +8,8 @@
 mod common;
 use common::*;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,34 +51,21 @@ type Schedule = Box<dyn FnMut(u64) -> Act + Send>;
 struct ScriptProxy {
     port: u16,
     schedule: Arc<Mutex<Schedule>>,
-    connections: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
+    listener: Listener,
 }
 
 impl ScriptProxy {
     fn start(upstream: u16, schedule: Schedule) -> ScriptProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let schedule = Arc::new(Mutex::new(schedule));
-        let connections = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sch, conns, st) = (schedule.clone(), connections.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let n = conns.fetch_add(1, Ordering::SeqCst);
-                let act = (sch.lock().unwrap())(n);
-                std::thread::spawn(move || serve(conn, act, upstream));
-            }
+        let sch = schedule.clone();
+        let listener = Listener::start(move |conn, n, _| {
+            let act = (sch.lock().unwrap())(n);
+            serve(conn, act, upstream)
         });
         ScriptProxy {
-            port,
+            port: listener.port,
             schedule,
-            connections,
-            stop,
+            listener,
         }
     }
 
@@ -92,14 +78,7 @@ impl ScriptProxy {
     }
 
     fn connections(&self) -> u64 {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for ScriptProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        self.listener.connections()
     }
 }
 

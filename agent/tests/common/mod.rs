@@ -335,52 +335,82 @@ pub enum Fault {
     Endless,
 }
 
-/// A proxy on 127.0.0.1 between the agent and the peer, whose behaviour the
-/// test switches at will. Counts connections.
-pub struct FaultProxy {
+/// A TCP listener on 127.0.0.1 that hands each connection, numbered from 0,
+/// to `serve` on a thread of its own, until dropped. `serve` also gets the
+/// stop flag, so that connections it keeps open can end with the test.
+pub struct Listener {
     pub port: u16,
-    mode: Arc<Mutex<Fault>>,
     pub connections: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
-impl FaultProxy {
-    pub fn start(upstream_port: u16, mode: Fault) -> FaultProxy {
+impl Listener {
+    pub fn start(
+        serve: impl Fn(TcpStream, u64, Arc<AtomicBool>) + Send + Sync + 'static,
+    ) -> Listener {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mode = Arc::new(Mutex::new(mode));
         let connections = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (m, c, s) = (mode.clone(), connections.clone(), stop.clone());
+        let (c, s) = (connections.clone(), stop.clone());
+        let serve = Arc::new(serve);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                c.fetch_add(1, Ordering::SeqCst);
-                let fault = *m.lock().unwrap();
-                let stop = s.clone();
-                std::thread::spawn(move || serve_one(conn, fault, upstream_port, stop));
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                let (serve, stop) = (serve.clone(), s.clone());
+                std::thread::spawn(move || serve(conn, n, stop));
             }
         });
-        FaultProxy {
+        Listener {
             port,
-            mode,
             connections,
             stop,
         }
     }
 
-    pub fn set(&self, fault: Fault) {
-        *self.mode.lock().unwrap() = fault;
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
-impl Drop for FaultProxy {
+impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// A proxy on 127.0.0.1 between the agent and the peer, whose behaviour the
+/// test switches at will. Counts connections.
+pub struct FaultProxy {
+    pub port: u16,
+    pub connections: Arc<AtomicU64>,
+    mode: Arc<Mutex<Fault>>,
+    _listener: Listener,
+}
+
+impl FaultProxy {
+    pub fn start(upstream_port: u16, mode: Fault) -> FaultProxy {
+        let mode = Arc::new(Mutex::new(mode));
+        let m = mode.clone();
+        let listener = Listener::start(move |conn, _, stop| {
+            let fault = *m.lock().unwrap();
+            serve_one(conn, fault, upstream_port, stop)
+        });
+        FaultProxy {
+            port: listener.port,
+            connections: listener.connections.clone(),
+            mode,
+            _listener: listener,
+        }
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.mode.lock().unwrap() = fault;
     }
 }
 
