@@ -62,40 +62,17 @@ fn ship_through_restart(prefix: &[&Path], agent: &Path, tag: &str) -> String {
     let port = peer.port;
     let log = dir.path("anaconda.log");
     append(&log, b"old kernel, first line\n");
-    let agent_log = dir.path("agent.log");
     let mut argv: Vec<&Path> = prefix.to_vec();
     argv.push(agent);
-    let mut child = Command::new(argv[0])
-        .args(&argv[1..])
-        .args([
-            "--fg",
-            "--name",
-            SYSTEM,
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--watchfile",
-        ])
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&agent_log).unwrap())
-        .spawn()
-        .unwrap();
-    let text = || std::fs::read_to_string(&agent_log).unwrap_or_default();
-    let fail = |what: &str| -> ! {
-        panic!(
-            "{tag}: {what}\n{}",
-            std::fs::read_to_string(&agent_log).unwrap_or_default()
-        )
-    };
+    let mut agent = Agent::start_as(&argv, port, &dir, &["--watchfile", log.to_str().unwrap()]);
+    let fail = |agent: &Agent, what: &str| -> ! { panic!("{tag}: {what}\n{}", agent.log_text()) };
 
     if !peer.wait_for("anaconda.log", &std::fs::read(&log).unwrap(), LIMIT) {
-        fail("first line never arrived");
+        fail(&agent, "first line never arrived");
     }
     append(&log, &binary_bytes(300 * 1024, 21));
     if !peer.wait_for("anaconda.log", &std::fs::read(&log).unwrap(), LIMIT) {
-        fail("growth never arrived");
+        fail(&agent, "growth never arrived");
     }
     std::fs::write(
         &log,
@@ -103,33 +80,31 @@ fn ship_through_restart(prefix: &[&Path], agent: &Path, tag: &str) -> String {
     )
     .unwrap();
     if !peer.wait_for("anaconda.log", &std::fs::read(&log).unwrap(), LIMIT) {
-        fail("rewrite never arrived");
+        fail(&agent, "rewrite never arrived");
     }
     peer.stop();
     append(&log, b"written while the server restarts\n");
     std::thread::sleep(Duration::from_millis(700));
     let peer = Peer::start_on(CURRENT, &dir, port);
     if !peer.wait_for("anaconda.log", &std::fs::read(&log).unwrap(), LIMIT) {
-        fail("data written during the restart never arrived");
+        fail(&agent, "data written during the restart never arrived");
     }
-    if child.try_wait().unwrap().is_some() {
-        fail("agent exited");
+    if agent.child.try_wait().unwrap().is_some() {
+        fail(&agent, "agent exited");
     }
 
     // Idle: nothing changes for 3 s. A spinning futex wait or a busy poll
     // would burn ~300 ticks; polling once a second costs well under one.
     // (Under qemu-user every wake-up is emulated and dearer, hence the slack.)
-    let pid = child.id();
+    let pid = agent.child.id();
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(3));
     let idle = cpu_ticks(pid) - before;
     let limit = if prefix.is_empty() { 3 } else { 10 };
     if idle > limit {
-        fail(&format!("used {idle} CPU ticks in 3 idle seconds"));
+        fail(&agent, &format!("used {idle} CPU ticks in 3 idle seconds"));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    text()
+    agent.log_text()
 }
 
 fn under_kernel(kernel: &str, target: &str) {

@@ -101,42 +101,6 @@ fn reset(conn: TcpStream) {
     drop(conn);
 }
 
-/// Reads the request head; returns it (with whatever body bytes came along)
-/// and the Content-Length.
-fn read_head(conn: &mut TcpStream) -> Option<(Vec<u8>, usize, usize)> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 16384];
-    loop {
-        let n = conn.read(&mut tmp).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            return Some((buf, end + 4, len));
-        }
-    }
-}
-
-fn read_full(conn: &mut TcpStream) -> Option<Vec<u8>> {
-    let (mut buf, body_at, len) = read_head(conn)?;
-    let mut tmp = [0u8; 65536];
-    while buf.len() < body_at + len {
-        let n = conn.read(&mut tmp).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    Some(buf)
-}
-
 fn forward(request: &[u8], upstream: u16) -> Option<Vec<u8>> {
     let mut up = TcpStream::connect(("127.0.0.1", upstream)).ok()?;
     up.write_all(request).ok()?;
@@ -162,12 +126,12 @@ fn serve(mut conn: TcpStream, act: Act, upstream: u16) {
             reset(conn);
         }
         Act::Raw(bytes) => {
-            if read_full(&mut conn).is_some() {
+            if read_request(&mut conn).is_some() {
                 let _ = conn.write_all(bytes);
             }
         }
         Act::Html500 => {
-            if read_full(&mut conn).is_some() {
+            if read_request(&mut conn).is_some() {
                 let _ = conn.write_all(
                     format!(
                         "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html; charset=iso-8859-1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PAGE_500}",
@@ -178,7 +142,7 @@ fn serve(mut conn: TcpStream, act: Act, upstream: u16) {
             }
         }
         Act::Pass | Act::Delay(_) | Act::DelayAnswer(_) | Act::ResetMidResponse(_) => {
-            let Some(request) = read_full(&mut conn) else {
+            let Some(request) = read_request(&mut conn) else {
                 return;
             };
             if let Act::Delay(d) = act {

@@ -220,8 +220,15 @@ impl Agent {
     /// Starts `anamon --fg --debug --name SYSTEM --server 127.0.0.1 --port
     /// PORT` plus `extra`.
     pub fn start(port: u16, dir: &Scratch, extra: &[&str]) -> Agent {
+        Agent::start_as(&[agent_bin().as_path()], port, dir, extra)
+    }
+
+    /// The same, with `argv` naming the agent, perhaps behind a wrapper
+    /// (`kernelsim --kernel 2.6.9 -- anamon`, `qemu-aarch64-static anamon`).
+    pub fn start_as(argv: &[&Path], port: u16, dir: &Scratch, extra: &[&str]) -> Agent {
         let log = dir.path(&format!("agent-{}.log", free_port()));
-        let child = Command::new(agent_bin())
+        let child = Command::new(argv[0])
+            .args(&argv[1..])
             .args([
                 "--fg",
                 "--debug",
@@ -414,10 +421,12 @@ impl FaultProxy {
     }
 }
 
-/// Reads one HTTP request (headers and Content-Length body).
-fn read_request(conn: &mut TcpStream) -> Option<Vec<u8>> {
+/// Reads an HTTP request head; returns what was read (the head and any
+/// body bytes that came with it), where the body starts, and the
+/// Content-Length.
+pub fn read_head(conn: &mut TcpStream) -> Option<(Vec<u8>, usize, usize)> {
     let mut buf = Vec::new();
-    let mut tmp = [0u8; 65536];
+    let mut tmp = [0u8; 16384];
     loop {
         let n = conn.read(&mut tmp).ok()?;
         if n == 0 {
@@ -426,21 +435,28 @@ fn read_request(conn: &mut TcpStream) -> Option<Vec<u8>> {
         buf.extend_from_slice(&tmp[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
+            let len = head
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = conn.read(&mut tmp).ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&tmp[..n]);
-            }
-            return Some(buf);
+            return Some((buf, end + 4, len));
         }
     }
+}
+
+/// Reads one whole HTTP request (head and Content-Length body).
+pub fn read_request(conn: &mut TcpStream) -> Option<Vec<u8>> {
+    let (mut buf, body_at, len) = read_head(conn)?;
+    let mut tmp = [0u8; 65536];
+    while buf.len() < body_at + len {
+        let n = conn.read(&mut tmp).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    Some(buf)
 }
 
 fn respond(conn: &mut TcpStream, status: &str, ctype: &str, body: &[u8]) {
