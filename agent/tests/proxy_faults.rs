@@ -243,6 +243,11 @@ fn always(act: Act) -> Schedule {
     Box::new(move |_| act)
 }
 
+/// `act` for the first `n` connections, then pass through.
+fn first(n: u64, act: Act) -> Schedule {
+    Box::new(move |i| if i < n { act } else { Act::Pass })
+}
+
 #[test]
 fn reset_in_the_middle_of_the_request_body() {
     let text = survives(always(Act::ResetMidRequest), 3, &[]);
@@ -328,13 +333,7 @@ fn three_second_stall_with_one_second_timeout_then_recovery() {
     let peer = Peer::start(CURRENT, &dir);
     let proxy = ScriptProxy::start(
         peer.port,
-        Box::new(|n| {
-            if n < 3 {
-                Act::DelayAnswer(Duration::from_secs(3))
-            } else {
-                Act::Pass
-            }
-        }),
+        first(3, Act::DelayAnswer(Duration::from_secs(3))),
     );
     let log = dir.path("anaconda.log");
     append(&log, &binary_bytes(20_000, 41));
@@ -362,16 +361,7 @@ fn three_second_stall_with_one_second_timeout_then_recovery() {
 fn late_offset_zero_request_does_not_undo_later_uploads() {
     let dir = Scratch::new("late-zero");
     let peer = Peer::start(CURRENT, &dir);
-    let proxy = ScriptProxy::start(
-        peer.port,
-        Box::new(|n| {
-            if n == 0 {
-                Act::Delay(Duration::from_secs(3))
-            } else {
-                Act::Pass
-            }
-        }),
-    );
+    let proxy = ScriptProxy::start(peer.port, first(1, Act::Delay(Duration::from_secs(3))));
     let log = dir.path("anaconda.log");
     append(&log, &binary_bytes(20_000, 41));
     let mut agent = Agent::start(
