@@ -93,10 +93,6 @@ impl EventSource {
         }
     }
 
-    pub fn uses_inotify(&self) -> bool {
-        self.inotify.is_some()
-    }
-
     /// Sleeps until something may have changed, a signal arrives, or
     /// `timeout` passes (`None`: for as long as nothing happens).
     pub fn wait(&mut self, timeout: Option<Duration>) {

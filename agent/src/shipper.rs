@@ -53,10 +53,6 @@ impl<T: Transport> Shipper<T> {
         }
     }
 
-    pub fn files(&self) -> &[WatchedFile] {
-        &self.files
-    }
-
     pub fn add(&mut self, file: WatchedFile) {
         self.files.push(file);
     }

@@ -212,13 +212,10 @@ fn sparse_5_gib_file_ships_in_bounded_memory_and_others_keep_flowing() {
     let peer = Peer::start(CURRENT, &dir);
     let big = dir.path("anaconda-tb-all.log");
     let small = dir.path("anaconda.log");
-    let f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .open(&big)
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(5 << 30)
         .unwrap();
-    f.set_len(5 << 30).unwrap();
-    drop(f);
     append(&small, b"small log\n");
     let spec = format!("{} {}", big.display(), small.display());
     let mut agent = Agent::start(peer.port, &dir, &["--watchfile", &spec]);

