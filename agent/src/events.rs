@@ -21,12 +21,13 @@
 
 use crate::sys::WakePipe;
 use crate::watchlist::Glob;
-use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::Watcher;
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +55,9 @@ struct Inotify {
     watched: BTreeSet<PathBuf>,
     /// Paths whose events matter, shared with notify's thread.
     interesting: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Set by notify's thread on any event other than written data (a
+    /// creation, removal, rename, overflow): watches may need placing.
+    layout_changed: Arc<AtomicBool>,
     /// `/proc/mounts`, which polls readable-with-priority after any mount or
     /// unmount (Linux 2.6.15).
     mounts: Option<File>,
@@ -105,8 +109,13 @@ impl EventSource {
         let woke = self.pipe.wait(timeout, mounts_fd);
         let result = if woke.extra {
             ino.rewatch_all()
-        } else {
+        } else if ino.layout_changed.swap(false, Ordering::SeqCst) {
             ino.place_watches()
+        } else {
+            // Only data was written: no directory or symlink can have
+            // appeared, so the stats of place_watches would be wasted on
+            // every write of a busy log.
+            Ok(())
         };
         if let Err(why) = result {
             crate::info!(
@@ -138,6 +147,8 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
     // the lock; it is taken only on notify's thread and on a wake-up.
     let interesting = Arc::new(Mutex::new(interesting));
     let shared = interesting.clone();
+    let layout_changed = Arc::new(AtomicBool::new(false));
+    let layout = layout_changed.clone();
     let globs = targets.globs.to_vec();
     let waker = pipe.waker();
     let handler = move |res: notify::Result<notify::Event>| {
@@ -168,6 +179,16 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
             Err(_) => true,
         };
         if relevant {
+            let data_only = matches!(
+                &res,
+                Ok(ev) if !ev.need_rescan() && matches!(
+                    ev.kind,
+                    EventKind::Modify(ModifyKind::Data(_)) | EventKind::Access(AccessKind::Close(AccessMode::Write))
+                )
+            );
+            if !data_only {
+                layout.store(true, Ordering::SeqCst);
+            }
             waker.wake();
         }
     };
@@ -180,6 +201,7 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
         dirs,
         watched: BTreeSet::new(),
         interesting,
+        layout_changed,
         mounts,
     };
     ino.place_watches()?;
