@@ -99,17 +99,21 @@ impl EventSource {
 
     /// Sleeps until something may have changed, a signal arrives, or
     /// `timeout` passes (`None`: for as long as nothing happens).
-    pub fn wait(&mut self, timeout: Option<Duration>) {
+    /// Returns whether names may have changed (a file created, renamed or
+    /// removed, a mount; always when polling): only then are globs worth
+    /// a directory scan.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> bool {
         let Some(ino) = &mut self.inotify else {
             let t = timeout.map_or(POLL_INTERVAL, |t| t.min(POLL_INTERVAL));
             self.pipe.wait(Some(t), None);
-            return;
+            return true;
         };
         let mounts_fd = ino.mounts.as_ref().map(|f| f.as_raw_fd());
         let woke = self.pipe.wait(timeout, mounts_fd);
+        let layout_changed = ino.layout_changed.swap(false, Ordering::SeqCst);
         let result = if woke.extra {
             ino.rewatch_all()
-        } else if ino.layout_changed.swap(false, Ordering::SeqCst) {
+        } else if layout_changed {
             ino.place_watches()
         } else {
             // Only data was written: no directory or symlink can have
@@ -124,6 +128,7 @@ impl EventSource {
             );
             self.inotify = None;
         }
+        woke.extra || layout_changed
     }
 }
 

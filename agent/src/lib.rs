@@ -98,6 +98,7 @@ pub fn run(cfg: Config) -> i32 {
         shipper,
         events,
         watch,
+        names_changed: true,
     };
 
     let status = if cfg.exit_after_pass {
@@ -131,12 +132,19 @@ struct Agent<T> {
     shipper: Shipper<T>,
     events: EventSource,
     watch: watchlist::WatchList,
+    /// Names may have changed since globs were last matched.
+    names_changed: bool,
 }
 
 impl<T: cobbler::Transport> Agent<T> {
     /// Adds files that globs now match, then ships what is pending.
     fn pass(&mut self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> Pass {
-        for e in self.watch.scan_globs() {
+        let found = if std::mem::take(&mut self.names_changed) {
+            self.watch.scan_globs()
+        } else {
+            Vec::new()
+        };
+        for e in found {
             info!(
                 "{}: new file matching a watched pattern; shipping it as {}",
                 e.path.display(),
@@ -145,6 +153,10 @@ impl<T: cobbler::Transport> Agent<T> {
             self.shipper.add(WatchedFile::new(e.path, e.alias));
         }
         self.shipper.pass(deadline, stop)
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) {
+        self.names_changed |= self.events.wait(timeout);
     }
 
     /// The daemon: ship whenever something changes; on a shutdown signal
@@ -161,8 +173,7 @@ impl<T: cobbler::Transport> Agent<T> {
                     Pass::Done | Pass::Interrupted => None,
                 };
             }
-            self.events
-                .wait(retry_at.map(|t| t.saturating_duration_since(Instant::now())));
+            self.wait(retry_at.map(|t| t.saturating_duration_since(Instant::now())));
         }
     }
 
@@ -208,8 +219,7 @@ impl<T: cobbler::Transport> Agent<T> {
                     return 1;
                 }
                 Pass::Failed { retry_at } if retry_at < deadline => {
-                    self.events
-                        .wait(Some(retry_at.saturating_duration_since(Instant::now())));
+                    self.wait(Some(retry_at.saturating_duration_since(Instant::now())));
                 }
                 _ => {
                     info!(
