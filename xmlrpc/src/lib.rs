@@ -5,6 +5,12 @@
 //! base64), but responses are parsed for every XML-RPC type, because an
 //! unexpected but well-formed answer deserves a precise message rather than a
 //! parse error.
+//!
+//! The server half (parsing calls, encoding responses) is behind the `server`
+//! feature, which only anamon-receiver enables: the agent never carries it.
+
+#[cfg(feature = "server")]
+pub mod server;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -119,7 +125,7 @@ pub fn encode_call(method: &str, params: &[Param<'_>]) -> Vec<u8> {
     out
 }
 
-fn push_escaped(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(quick_xml::escape::escape(s).as_bytes());
 }
 
@@ -153,10 +159,7 @@ pub fn base64_encode_into(data: &[u8], out: &mut Vec<u8>) {
 /// Parses a `methodResponse` document. Anything else — an HTML page, a
 /// truncated document, trailing elements — is an error naming what was found.
 pub fn parse_response(doc: &[u8]) -> Result<Response, ParseError> {
-    let mut p = Parser {
-        reader: Reader::from_reader(doc),
-    };
-    p.reader.config_mut().check_end_names = true;
+    let mut p = Parser::new(doc);
     let root = p.expect_start()?;
     if root != "methodResponse" {
         return Err(ParseError(format!(
@@ -185,10 +188,8 @@ pub fn parse_response(doc: &[u8]) -> Result<Response, ParseError> {
         }
     };
     p.expect_end("methodResponse")?;
-    match p.next_significant()? {
-        Event::Eof => Ok(response),
-        _ => Err(ParseError("content after </methodResponse>".into())),
-    }
+    p.expect_eof("methodResponse")?;
+    Ok(response)
 }
 
 fn fault_from(v: Value) -> Result<Response, ParseError> {
@@ -215,14 +216,27 @@ fn fault_from(v: Value) -> Result<Response, ParseError> {
     }
 }
 
-struct Parser<'a> {
+pub(crate) struct Parser<'a> {
     reader: Reader<&'a [u8]>,
 }
 
 impl<'a> Parser<'a> {
+    pub(crate) fn new(doc: &'a [u8]) -> Parser<'a> {
+        let mut reader = Reader::from_reader(doc);
+        reader.config_mut().check_end_names = true;
+        Parser { reader }
+    }
+
+    pub(crate) fn expect_eof(&mut self, root: &str) -> Result<(), ParseError> {
+        match self.next_significant()? {
+            Event::Eof => Ok(()),
+            _ => Err(ParseError(format!("content after </{root}>"))),
+        }
+    }
+
     /// The next event that is not whitespace, a comment, a declaration or a
     /// processing instruction.
-    fn next_significant(&mut self) -> Result<Event<'a>, ParseError> {
+    pub(crate) fn next_significant(&mut self) -> Result<Event<'a>, ParseError> {
         loop {
             let ev = self.reader.read_event().map_err(|e| self.err(e))?;
             match ev {
@@ -245,14 +259,14 @@ impl<'a> Parser<'a> {
         ))
     }
 
-    fn expect_start(&mut self) -> Result<String, ParseError> {
+    pub(crate) fn expect_start(&mut self) -> Result<String, ParseError> {
         match self.next_significant()? {
             Event::Start(s) => Ok(name_of(&s)),
             ev => Err(unexpected(&ev, "an element")),
         }
     }
 
-    fn expect_named_start(&mut self, want: &str) -> Result<(), ParseError> {
+    pub(crate) fn expect_named_start(&mut self, want: &str) -> Result<(), ParseError> {
         let got = self.expect_start()?;
         if got == want {
             Ok(())
@@ -261,7 +275,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn expect_end(&mut self, want: &str) -> Result<(), ParseError> {
+    pub(crate) fn expect_end(&mut self, want: &str) -> Result<(), ParseError> {
         match self.next_significant()? {
             Event::End(e) if e.name().as_ref() == want.as_bytes() => Ok(()),
             ev => Err(unexpected(&ev, &format!("</{want}>"))),
@@ -270,7 +284,7 @@ impl<'a> Parser<'a> {
 
     /// Text content up to the end tag `tag`, with entity and character
     /// references resolved.
-    fn text_until(&mut self, tag: &str) -> Result<String, ParseError> {
+    pub(crate) fn text_until(&mut self, tag: &str) -> Result<String, ParseError> {
         let mut s = String::new();
         loop {
             match self.reader.read_event().map_err(|e| self.err(e))? {
@@ -306,7 +320,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Parses what follows a `<value>` start tag, through its end tag.
-    fn value_body(&mut self, depth: usize) -> Result<Value, ParseError> {
+    pub(crate) fn value_body(&mut self, depth: usize) -> Result<Value, ParseError> {
         if depth > MAX_DEPTH {
             return Err(ParseError(format!("values nested deeper than {MAX_DEPTH}")));
         }
@@ -432,7 +446,7 @@ fn name_of(s: &BytesStart<'_>) -> String {
     String::from_utf8_lossy(s.name().as_ref()).into_owned()
 }
 
-fn unexpected(ev: &Event<'_>, wanted: &str) -> ParseError {
+pub(crate) fn unexpected(ev: &Event<'_>, wanted: &str) -> ParseError {
     let found = match ev {
         Event::Start(s) | Event::Empty(s) => format!("<{}>", name_of(s)),
         Event::End(e) => format!("</{}>", String::from_utf8_lossy(e.name().as_ref())),

@@ -6,9 +6,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(r) = anamon::xmlrpc::parse_response(data) {
+    if let Ok(r) = anamon_xmlrpc::parse_response(data) {
         // What the agent does with an answer: describe it for a log line.
-        if let anamon::xmlrpc::Response::Value(v) = r {
+        if let anamon_xmlrpc::Response::Value(v) = r {
             let _ = v.describe();
         }
     }
