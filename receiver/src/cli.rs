@@ -1,0 +1,264 @@
+//! The command line. Every limit has a default that is safe on an open
+//! network and roomy for real installs.
+
+use argh::FromArgs;
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Receives installer logs over XML-RPC `upload_log_data`, as Cobbler does,
+/// and stores them as <dir>/<system>/<file>.
+#[derive(FromArgs, Debug)]
+#[argh(help_triggers("-h", "--help"))]
+pub struct Args {
+    /// address and port to listen on (default 0.0.0.0:25152; behind
+    /// Apache, 127.0.0.1:25152)
+    #[argh(option, default = "String::from(\"0.0.0.0:25152\")")]
+    listen: String,
+    /// the log directory (default /var/log/cobbler/anamon, Cobbler's)
+    #[argh(option, default = "PathBuf::from(\"/var/log/cobbler/anamon\")")]
+    dir: PathBuf,
+    /// accept uploads only for this system name (repeatable)
+    #[argh(option)]
+    allow: Vec<String>,
+    /// accept uploads only for the system names in this file (one per
+    /// line, # comments)
+    #[argh(option)]
+    allow_file: Option<PathBuf>,
+    /// require this shared token (first line of the file) as
+    /// upload_log_data's 6th argument (anamon --token)
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// largest stored file (default 256M; K, M, G suffixes are powers of
+    /// 1024)
+    #[argh(option, default = "String::from(\"256M\")")]
+    max_file_size: String,
+    /// most bytes stored for one system (default 1G)
+    #[argh(option, default = "String::from(\"1G\")")]
+    max_system_size: String,
+    /// requests per second one client address may make on average
+    /// (default 100)
+    #[argh(option, default = "100")]
+    rate: u32,
+    /// requests one client address may make at once before --rate applies
+    /// (default 400)
+    #[argh(option, default = "400")]
+    burst: u32,
+    /// connections served at once; more wait in the listen queue
+    /// (default 64)
+    #[argh(option, default = "64")]
+    max_connections: usize,
+    /// largest request body (default 1M; an agent's 256 KiB chunk is about
+    /// 350 KiB of XML)
+    #[argh(option, default = "String::from(\"1M\")")]
+    max_request_size: String,
+    /// seconds a client has to send its whole request (default 30)
+    #[argh(option, default = "30")]
+    timeout: u64,
+    /// seconds without uploads after which a file's upload session ends and
+    /// is logged (default 60)
+    #[argh(option, default = "60")]
+    session_idle: u64,
+    /// append one JSON line per call to this file
+    #[argh(option)]
+    call_log: Option<PathBuf>,
+    /// write the port listened on to this file once listening (for
+    /// --listen with port 0)
+    #[argh(option)]
+    port_file: Option<PathBuf>,
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    version: bool,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub dir: PathBuf,
+    pub allow: Option<HashSet<String>>,
+    pub token: Option<String>,
+    pub max_file_size: u64,
+    pub max_system_size: u64,
+    pub rate: u32,
+    pub burst: u32,
+    pub max_connections: usize,
+    pub max_request_size: usize,
+    pub timeout: Duration,
+    pub session_idle: Duration,
+    pub call_log: Option<PathBuf>,
+    pub port_file: Option<PathBuf>,
+}
+
+pub enum Command {
+    Run(Box<Config>),
+    Print(String),
+}
+
+/// Parses `args` (without the program name). An error is one line.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = Args::from_args(&["anamon-receiver"], &strs).map_err(|early| match early.status {
+        Ok(()) => Ok(Command::Print(early.output)),
+        Err(()) => Err(early
+            .output
+            .lines()
+            .next()
+            .unwrap_or("bad arguments")
+            .trim_end_matches(':')
+            .to_string()),
+    });
+    let a = match a {
+        Ok(a) => a,
+        Err(done) => return done,
+    };
+    if a.version {
+        return Ok(Command::Print(
+            concat!("anamon-receiver ", env!("CARGO_PKG_VERSION"), "\n").into(),
+        ));
+    }
+    let listen = a
+        .listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("--listen {:?}: expected ADDRESS:PORT", a.listen))?;
+    let mut allow: Option<HashSet<String>> = None;
+    for name in &a.allow {
+        allow
+            .get_or_insert_with(HashSet::new)
+            .insert(checked_name(name, "--allow")?);
+    }
+    if let Some(path) = &a.allow_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--allow-file {}: {e}", path.display()))?;
+        let set = allow.get_or_insert_with(HashSet::new);
+        for line in text.lines().map(str::trim) {
+            if !line.is_empty() && !line.starts_with('#') {
+                set.insert(checked_name(
+                    line,
+                    &format!("--allow-file {}", path.display()),
+                )?);
+            }
+        }
+    }
+    let token = match &a.token_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            if token.len() < 8 {
+                return Err(format!(
+                    "--token-file {}: the token must be at least 8 characters",
+                    path.display()
+                ));
+            }
+            Some(token)
+        }
+    };
+    if a.max_connections == 0 || a.rate == 0 || a.timeout == 0 || a.session_idle == 0 {
+        return Err(
+            "--max-connections, --rate, --timeout and --session-idle must be at least 1".into(),
+        );
+    }
+    Ok(Command::Run(Box::new(Config {
+        listen,
+        dir: std::path::absolute(&a.dir).map_err(|e| format!("--dir: {e}"))?,
+        allow,
+        token,
+        max_file_size: size("--max-file-size", &a.max_file_size)?,
+        max_system_size: size("--max-system-size", &a.max_system_size)?,
+        rate: a.rate,
+        burst: a.burst.max(1),
+        max_connections: a.max_connections,
+        max_request_size: usize::try_from(size("--max-request-size", &a.max_request_size)?)
+            .map_err(|_| "--max-request-size is too large".to_string())?,
+        timeout: Duration::from_secs(a.timeout),
+        session_idle: Duration::from_secs(a.session_idle),
+        call_log: a.call_log,
+        port_file: a.port_file,
+    })))
+}
+
+fn checked_name(name: &str, flag: &str) -> Result<String, String> {
+    if crate::rpc::valid_system_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{flag}: {name:?} is not a name Cobbler accepts (letters, digits, _ - . :)"
+        ))
+    }
+}
+
+/// "1048576", "64K", "256M", "1G", "2T" (powers of 1024).
+fn size(flag: &str, text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        Some((i, 'T' | 't')) => (&t[..i], 40),
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            format!("{flag} {text:?}: expected a positive size such as 1048576, 64K, 256M or 1G")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        match parse(&args)? {
+            Command::Run(c) => Ok(*c),
+            Command::Print(p) => Err(format!("printed {p}")),
+        }
+    }
+
+    #[test]
+    fn defaults_are_cobblers_layout_and_safe_limits() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:25152".parse().unwrap());
+        assert_eq!(c.dir, PathBuf::from("/var/log/cobbler/anamon"));
+        assert!(c.allow.is_none() && c.token.is_none());
+        assert_eq!((c.max_file_size, c.max_system_size), (256 << 20, 1 << 30));
+        assert_eq!(c.max_request_size, 1 << 20);
+    }
+
+    #[test]
+    fn sizes_and_bad_input() {
+        assert_eq!(size("x", "64K"), Ok(65536));
+        assert_eq!(size("x", "3"), Ok(3));
+        for bad in ["", "0", "-1", "1.5M", "M", "99999999999T"] {
+            assert!(size("x", bad).is_err(), "{bad}");
+        }
+        for bad in [
+            &["--allow", "../etc"][..],
+            &["--listen", "nowhere"],
+            &["--rate", "0"],
+            &["--bogus"],
+            &["--token-file", "/nonexistent/token"],
+        ] {
+            let e = run(bad).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let c = run(&[
+            "--allow",
+            "web01",
+            "--allow",
+            "web02",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        assert_eq!(c.allow.unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,311 @@
+//! The XML-RPC service: `upload_log_data` with Cobbler 4.0's rules, plus
+//! the receiver's own checks (token, allow-list, caps, rate), which answer
+//! faults that say what to change. Where Cobbler answers a bare `False`
+//! (bad name pattern, size mismatch, wrong types), so does the receiver:
+//! the agent and Python anamon already handle that answer.
+
+use crate::limits::RateLimiter;
+use crate::sessions::{Outcome, Sessions};
+use crate::store::{LogDir, StoreError};
+use anamon_xmlrpc::server::{base64_decode, encode_fault, encode_response, parse_call};
+use anamon_xmlrpc::Value;
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Who may upload: an optional allow-list of system names and an optional
+/// shared token (Cobbler's `upload_log_data` takes a `token` argument too,
+/// so an agent sending one works against either server).
+#[derive(Default)]
+pub struct Policy {
+    pub allow: Option<HashSet<String>>,
+    pub token: Option<String>,
+}
+
+pub struct Service {
+    pub store: LogDir,
+    pub policy: Policy,
+    pub rate: RateLimiter,
+    pub sessions: Sessions,
+    pub call_log: Option<Mutex<std::fs::File>>,
+}
+
+/// What one call came to, before it is encoded.
+enum Answer {
+    Value(Value),
+    Fault(String),
+}
+
+/// The facts of one `upload_log_data` call, for the call log.
+#[derive(Default)]
+struct CallRecord {
+    method: Option<String>,
+    upload: Option<(String, String, i64, i64, usize)>,
+}
+
+impl Service {
+    /// The HTTP body answering the request body `body` from `client`.
+    pub fn answer(&self, client: IpAddr, body: &[u8]) -> Vec<u8> {
+        let mut record = CallRecord::default();
+        let answer = self.dispatch(client, body, &mut record);
+        self.log_call(&record, &answer);
+        match answer {
+            Answer::Value(v) => encode_response(&v),
+            Answer::Fault(msg) => encode_fault(1, &msg),
+        }
+    }
+
+    fn dispatch(&self, client: IpAddr, body: &[u8], record: &mut CallRecord) -> Answer {
+        if !self.rate.allow(client, Instant::now()) {
+            let msg = "anamon-receiver: too many requests from this client; slow down".to_string();
+            self.sessions
+                .noise(client, "over the request rate cap; answered faults");
+            return Answer::Fault(msg);
+        }
+        let call = match parse_call(body) {
+            Ok(c) => c,
+            Err(e) => {
+                self.sessions
+                    .noise(client, &format!("not an XML-RPC call: {e}"));
+                return Answer::Fault(format!("anamon-receiver: not an XML-RPC call: {e}"));
+            }
+        };
+        record.method = Some(call.method.clone());
+        match call.method.as_str() {
+            "upload_log_data" => self.upload(client, &call.params, record),
+            "extended_version" => Answer::Value(Value::Struct(vec![
+                (
+                    "version".into(),
+                    Value::Str(concat!("anamon-receiver ", env!("CARGO_PKG_VERSION")).into()),
+                ),
+                ("version_tuple".into(), Value::Array(version_tuple())),
+            ])),
+            "version" => Answer::Value(Value::Double(format!(
+                "{}.{}",
+                env!("CARGO_PKG_VERSION_MAJOR"),
+                env!("CARGO_PKG_VERSION_MINOR")
+            ))),
+            other => Answer::Fault(format!(
+                "anamon-receiver: method {other:?} is not served here (only upload_log_data)"
+            )),
+        }
+    }
+
+    fn upload(&self, client: IpAddr, params: &[Value], record: &mut CallRecord) -> Answer {
+        if !(5..=6).contains(&params.len()) {
+            return Answer::Fault(format!(
+                "anamon-receiver: upload_log_data takes 5 or 6 arguments, not {}",
+                params.len()
+            ));
+        }
+        let token = match params.get(5) {
+            // <nil/> is Python's None: "no token", as Cobbler reads it.
+            None | Some(Value::Nil) => None,
+            Some(Value::Str(t)) => Some(t.as_str()),
+            // Cobbler: "token was given but had an invalid type".
+            Some(_) => return Answer::Value(Value::Bool(false)),
+        };
+        if let Some(want) = &self.policy.token {
+            match token {
+                None => {
+                    self.sessions
+                        .noise(client, "upload without a token; refused");
+                    return Answer::Fault(
+                        "anamon-receiver: this receiver needs a token (anamon --token)".into(),
+                    );
+                }
+                Some(t) if !same_secret(t.as_bytes(), want.as_bytes()) => {
+                    self.sessions
+                        .noise(client, "upload with a wrong token; refused");
+                    return Answer::Fault("anamon-receiver: wrong token".into());
+                }
+                Some(_) => {}
+            }
+        }
+        // Cobbler's type checks and name patterns: a bare False.
+        let (Value::Str(system), Value::Str(file), Value::Int(size), Value::Int(offset)) =
+            (&params[0], &params[1], &params[2], &params[3])
+        else {
+            return Answer::Value(Value::Bool(false));
+        };
+        let data_text = match &params[4] {
+            Value::Base64(t) => t,
+            // Cobbler 2.x's contract: base64 text in a <string>.
+            Value::Str(t) => t,
+            // Cobbler faults here too (it reads `.data` of whatever came).
+            other => {
+                return Answer::Fault(format!(
+                    "anamon-receiver: data is {}, not base64",
+                    other.describe()
+                ))
+            }
+        };
+        if !valid_system_name(system) || !valid_file_name(file) {
+            return Answer::Value(Value::Bool(false));
+        }
+        let refuse = |why: String| {
+            self.sessions
+                .record(system, file, client, Outcome::Refused(&why));
+            Answer::Fault(format!("anamon-receiver: {why}"))
+        };
+        if let Some(allow) = &self.policy.allow {
+            if !allow.contains(system.as_str()) {
+                return refuse(format!(
+                    "system {system:?} is not on this receiver's allow-list"
+                ));
+            }
+        }
+        let data = match base64_decode(data_text) {
+            Ok(d) => d,
+            Err(e) => return refuse(format!("data is not base64: {}", e.0)),
+        };
+        record.upload = Some((system.clone(), file.clone(), *size, *offset, data.len()));
+        if *offset != -1 && *size != data.len() as i64 {
+            self.sessions.record(
+                system,
+                file,
+                client,
+                Outcome::Refused("size does not match the data"),
+            );
+            return Answer::Value(Value::Bool(false));
+        }
+        match self.store.write(system, file, *size, *offset, &data) {
+            Ok(stored) => {
+                self.sessions.record(
+                    system,
+                    file,
+                    client,
+                    Outcome::Stored {
+                        bytes: data.len() as u64,
+                        offset: *offset,
+                        file_size: stored.file_size,
+                    },
+                );
+                Answer::Value(Value::Bool(true))
+            }
+            Err(StoreError::Refused(why)) => refuse(why),
+            Err(StoreError::Io(why)) => refuse(format!("{why}; not stored")),
+        }
+    }
+
+    fn log_call(&self, record: &CallRecord, answer: &Answer) {
+        let Some(log) = &self.call_log else { return };
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut line = format!("{{\"t\": {t:.6}, \"method\": ");
+        match &record.method {
+            Some(m) => line += &json_str(m),
+            None => line += "null",
+        }
+        if let Some((system, file, size, offset, len)) = &record.upload {
+            line += &format!(
+                ", \"sys_name\": {}, \"file\": {}, \"size\": {size}, \"offset\": {offset}, \"data_len\": {len}",
+                json_str(system),
+                json_str(file)
+            );
+        }
+        match answer {
+            Answer::Value(Value::Bool(b)) => line += &format!(", \"result\": {b}"),
+            Answer::Value(_) => line += ", \"result\": \"value\"",
+            Answer::Fault(m) => line += &format!(", \"fault\": {}", json_str(m)),
+        }
+        line += "}\n";
+        let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+fn version_tuple() -> Vec<Value> {
+    [
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH"),
+    ]
+    .iter()
+    .map(|n| Value::Int(n.parse().unwrap_or(0)))
+    .collect()
+}
+
+/// Cobbler's `RE_OBJECT_NAME`, `[a-zA-Z0-9_\-.:]*`, minus the names that are
+/// not a directory of their own ("", ".", "..") and longer than a file name
+/// may be.
+pub fn valid_system_name(s: &str) -> bool {
+    !matches!(s, "" | "." | "..")
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+}
+
+/// Cobbler's `RE_SCRIPT_NAME`, `[a-zA-Z0-9_\-.]+`, minus "." and "..".
+pub fn valid_file_name(s: &str) -> bool {
+    !matches!(s, "" | "." | "..")
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a
+/// guessed token was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_cobbler_patterns_and_stay_single_components() {
+        for ok in ["web01", "a.b-c_d:e", "x"] {
+            assert!(valid_system_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "/etc",
+            "a\0b",
+            "a b",
+            "é",
+            &"x".repeat(256),
+        ] {
+            assert!(!valid_system_name(bad), "{bad:?}");
+        }
+        assert!(valid_file_name("anaconda.log"));
+        for bad in ["", ".", "..", "a:b", "a/b", "..\\x", "x\n"] {
+            assert!(!valid_file_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn json_strings_escape_controls() {
+        assert_eq!(json_str("a\"b\\c\n\0"), "\"a\\\"b\\\\c\\u000a\\u0000\"");
+    }
+}

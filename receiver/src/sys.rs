@@ -1,0 +1,210 @@
+//! The system calls std does not offer: directory-relative opens that never
+//! follow symlinks, `fdatasync`, signal flags, `poll`. Every `unsafe` block
+//! of the receiver is here.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub type Fd = OwnedFd;
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn owned(ret: libc::c_int) -> io::Result<Fd> {
+    // SAFETY: `ret` is a descriptor the kernel just returned to us, owned by
+    // nothing else.
+    check(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens a directory by path (the log directory, once at start).
+pub fn open_dir(path: &Path) -> io::Result<Fd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: a NUL-terminated path and constant flags.
+    owned(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// Opens the directory `name` below `dir`; ELOOP/ENOTDIR if it is a
+/// symlink or not a directory.
+pub fn open_dir_below(dir: &Fd, name: &CStr) -> io::Result<Fd> {
+    // SAFETY: a valid directory descriptor and a NUL-terminated name.
+    owned(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// Creates the directory `name` below `dir`; Ok(false) if it existed.
+pub fn mkdir_below(dir: &Fd, name: &CStr) -> io::Result<bool> {
+    // SAFETY: a valid directory descriptor and a NUL-terminated name.
+    match check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens (creating, 0644) the file `name` below `dir` for writing, never
+/// following a symlink and never blocking on a FIFO. Returns whether it was
+/// created by this call.
+pub fn open_file_below(dir: &Fd, name: &CStr) -> io::Result<(Fd, bool)> {
+    let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY (both calls): a valid directory descriptor, a NUL-terminated
+    // name, constant flags and mode.
+    match owned(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CREAT | libc::O_EXCL,
+            0o644 as libc::c_uint,
+        )
+    }) {
+        Ok(fd) => Ok((fd, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })
+                .map(|fd| (fd, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the file `name` below `dir`.
+pub fn unlink_below(dir: &Fd, name: &CStr) -> io::Result<()> {
+    // SAFETY: a valid directory descriptor and a NUL-terminated name.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
+}
+
+pub fn fstat(fd: &Fd) -> io::Result<libc::stat> {
+    // SAFETY: `st` is plain data that fstat fills in completely on success.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        check(libc::fstat(fd.as_raw_fd(), &mut st))?;
+        Ok(st)
+    }
+}
+
+pub fn ftruncate(fd: &Fd, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
+    // SAFETY: a valid descriptor.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(drop)
+}
+
+/// Writes all of `data` at `offset`, or fails.
+pub fn pwrite_all(fd: &Fd, mut data: &[u8], mut offset: u64) -> io::Result<()> {
+    while !data.is_empty() {
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        // SAFETY: `data` is a live slice of `data.len()` readable bytes.
+        let n = unsafe { libc::pwrite(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), off) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwrite wrote nothing",
+            ));
+        }
+        data = &data[n as usize..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+pub fn fdatasync(fd: &Fd) -> io::Result<()> {
+    // SAFETY: a valid descriptor.
+    check(unsafe { libc::fdatasync(fd.as_raw_fd()) }).map(drop)
+}
+
+pub fn fsync(fd: &Fd) -> io::Result<()> {
+    // SAFETY: a valid descriptor.
+    check(unsafe { libc::fsync(fd.as_raw_fd()) }).map(drop)
+}
+
+/// A path naming an open directory, for std's `read_dir`.
+pub fn fd_path(fd: &Fd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Set by SIGTERM and SIGINT: stop accepting, finish what is in flight.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn install_stop_handlers() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    // Without SA_RESTART, a blocking poll() returns EINTR at once.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_stop as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Waits up to `timeout_ms` for `fd` to become readable.
+pub fn poll_readable(fd: &impl AsRawFd, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, timeout_ms) > 0 }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, by the C library's calendar.
+pub fn utc_now() -> String {
+    // SAFETY: time() and gmtime_r() write only into the locals given.
+    let tm = unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::gmtime_r(&t, &mut tm);
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// CPU time (user + system) of this process so far, in seconds.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+        t(ru.ru_utime) + t(ru.ru_stime)
+    }
+}

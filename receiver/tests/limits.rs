@@ -1,0 +1,290 @@
+//! anamon-receiver over raw HTTP: every bound holds (head and body size,
+//! framing, deadline, connection count, request rate), hostile names never
+//! leave the log directory, and each refusal is an answer, never a crash.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Receiver {
+    child: Child,
+    port: u16,
+    root: PathBuf,
+}
+
+impl Receiver {
+    fn start(tag: &str, extra: &[&str]) -> Receiver {
+        let root =
+            std::env::temp_dir().join(format!("receiver-limits-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("logs")).unwrap();
+        let port_file = root.join("port");
+        let child = Command::new(env!("CARGO_BIN_EXE_anamon-receiver"))
+            .args(["--listen", "127.0.0.1:0", "--dir"])
+            .arg(root.join("logs"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(root.join("receiver.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while !port_file.exists() {
+            assert!(Instant::now() < end, "receiver did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let port = std::fs::read_to_string(&port_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Receiver { child, port, root }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let c = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c
+    }
+
+    /// Sends raw bytes, returns the whole response.
+    fn raw(&self, request: &[u8]) -> String {
+        let mut c = self.connect();
+        let _ = c.write_all(request);
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn post(&self, body: &str) -> String {
+        self.raw(
+            format!(
+                "POST /cobbler_api HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn upload(system: &str, file: &str, size: i64, offset: i64, b64: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?><methodCall><methodName>upload_log_data</methodName><params>\
+         <param><value><string>{system}</string></value></param>\
+         <param><value><string>{file}</string></value></param>\
+         <param><value><int>{size}</int></value></param>\
+         <param><value><int>{offset}</int></value></param>\
+         <param><value><base64>{b64}</base64></value></param></params></methodCall>"
+    )
+}
+
+fn is_true(resp: &str) -> bool {
+    resp.starts_with("HTTP/1.1 200") && resp.contains("<boolean>1</boolean>")
+}
+
+fn is_false(resp: &str) -> bool {
+    resp.starts_with("HTTP/1.1 200") && resp.contains("<boolean>0</boolean>")
+}
+
+fn is_fault(resp: &str) -> bool {
+    resp.starts_with("HTTP/1.1 200") && resp.contains("<fault>")
+}
+
+#[test]
+fn http_framing_and_size_bounds() {
+    let mut r = Receiver::start("framing", &["--max-request-size", "4K"]);
+    let ok = upload("web01", "a.log", 5, 0, "aGVsbG8=");
+    assert!(is_true(&r.post(&ok)));
+    for (request, status) in [
+        ("GET /cobbler_api HTTP/1.1\r\n\r\n".to_string(), "405"),
+        (
+            "POST /etc/passwd HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_string(),
+            "404",
+        ),
+        ("POST / HTTP/1.1\r\n\r\n".to_string(), "411"),
+        (
+            "POST / HTTP/1.1\r\nContent-Length: 9999999\r\n\r\n".to_string(),
+            "413",
+        ),
+        (
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_string(),
+            "501",
+        ),
+        (
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello".to_string(),
+            "400",
+        ),
+        (
+            format!("POST / HTTP/1.1\r\nX: {}\r\n\r\n", "y".repeat(9000)),
+            "431",
+        ),
+        (
+            "POST / HTTP/2.0\r\nContent-Length: 0\r\n\r\n".to_string(),
+            "505",
+        ),
+        ("garbage\r\n\r\n".to_string(), "400"),
+    ] {
+        let resp = r.raw(request.as_bytes());
+        assert!(
+            resp.starts_with(&format!("HTTP/1.1 {status}")),
+            "{status}: {resp:?}"
+        );
+    }
+    // The 413 is answered from the head alone: nothing of the body is read.
+    let mut c = r.connect();
+    c.write_all(b"POST / HTTP/1.1\r\nContent-Length: 100000000\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+    // Not XML-RPC, or an unknown method: a fault, not a crash.
+    assert!(is_fault(&r.post("<html>hello</html>")));
+    assert!(is_fault(&r.post(
+        "<methodCall><methodName>system.listMethods</methodName></methodCall>"
+    )));
+    assert!(r.alive());
+    assert_eq!(
+        std::fs::read(r.logs().join("web01/a.log")).unwrap(),
+        b"hello"
+    );
+}
+
+#[test]
+fn a_silent_client_is_cut_off_at_the_deadline() {
+    let r = Receiver::start("deadline", &["--timeout", "1"]);
+    let mut c = r.connect();
+    c.write_all(b"POST / HTTP/1.1\r\nContent-Le").unwrap();
+    let t = Instant::now();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // Trickling one byte at a time does not extend the deadline.
+    let mut c = r.connect();
+    let t = Instant::now();
+    for b in b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789" {
+        if c.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
+    assert!(t.elapsed() < Duration::from_secs(4));
+}
+
+#[test]
+fn connections_beyond_the_cap_wait_their_turn() {
+    let r = Receiver::start("slots", &["--max-connections", "2", "--timeout", "2"]);
+    // Two clients hold both slots without sending a byte.
+    let idle: Vec<TcpStream> = (0..2).map(|_| r.connect()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let threads_busy = r.threads();
+    // A third is served once a slot frees (the idle ones time out), not
+    // refused, and no thread was spent on it meanwhile.
+    let t = Instant::now();
+    let resp = r.post(&upload("web01", "a.log", 1, 0, "eA=="));
+    assert!(is_true(&resp), "{resp}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1000),
+        "served before a slot was free"
+    );
+    assert!(
+        threads_busy <= 3,
+        "{threads_busy} threads for 2 connections"
+    );
+    drop(idle);
+}
+
+#[test]
+fn request_rate_cap_per_client_answers_faults() {
+    let mut r = Receiver::start("rate", &["--rate", "2", "--burst", "3"]);
+    let results: Vec<String> = (0..6)
+        .map(|i| r.post(&upload("web01", "a.log", 1, i, "eA==")))
+        .collect();
+    assert!(results[..3].iter().all(|x| is_true(x)), "{results:?}");
+    assert!(
+        results[3..]
+            .iter()
+            .all(|x| is_fault(x) && x.contains("too many requests")),
+        "{results:?}"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(is_true(&r.post(&upload("web01", "a.log", 1, 3, "eA=="))));
+    assert!(r.alive());
+}
+
+#[test]
+fn hostile_names_never_leave_the_log_directory() {
+    let mut r = Receiver::start("names", &[]);
+    let before = tree(&r.root);
+    let tmp_x = Path::new("/tmp/x.log").exists();
+    for (system, file) in [
+        ("..", "x.log"),
+        ("../escape", "x.log"),
+        ("/tmp", "x.log"),
+        ("web01", "../../escape.log"),
+        ("web01", "/etc/passwd"),
+        ("web01/../..", "x.log"),
+        ("web01", "a&#0;b"),
+        ("web&#0;01", "x.log"),
+        ("web01", "a\u{2044}b"),
+        ("web01", ".."),
+        ("", "x.log"),
+    ] {
+        let resp = r.post(&upload(system, file, 1, 0, "eA=="));
+        assert!(
+            is_false(&resp) || is_fault(&resp),
+            "{system:?}/{file:?}: {resp}"
+        );
+    }
+    assert!(r.alive());
+    let after = tree(&r.root);
+    let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+    assert!(
+        new.iter().all(|p| p.starts_with(r.logs())),
+        "written outside: {new:?}"
+    );
+    assert_eq!(Path::new("/tmp/x.log").exists(), tmp_x, "wrote /tmp/x.log");
+    assert!(!r.logs().join("web01").exists() || tree(&r.logs().join("web01")).is_empty());
+}
+
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(tree(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
