@@ -20,6 +20,14 @@ pub struct Args {
     /// the server's HTTP port (default 80)
     #[argh(option, default = "80")]
     port: u16,
+    /// the XML-RPC path on the server (default /cobbler_api; an
+    /// anamon-receiver behind Apache may use another)
+    #[argh(option, default = "String::from(\"/cobbler_api\")")]
+    path: String,
+    /// send this token as upload_log_data's 6th argument (anamon-receiver
+    /// --token-file checks it; Cobbler accepts and ignores it)
+    #[argh(option)]
+    token: Option<String>,
     /// files to ship, space-separated as in a shell, repeatable; each is
     /// stored under its basename. Replaces the default list
     #[argh(option)]
@@ -72,6 +80,9 @@ pub struct Config {
     pub name: String,
     pub server: String,
     pub port: u16,
+    /// The URL path, e.g. `/cobbler_api`.
+    pub path: String,
+    pub token: Option<String>,
     pub watch: WatchList,
     pub exit_after_pass: bool,
     pub foreground: bool,
@@ -151,6 +162,21 @@ impl Args {
             "string" => WireChoice::Fixed(Wire::Text),
             other => return Err(format!("--wire {other:?}: expected auto, base64 or string")),
         };
+        if !self.path.starts_with('/')
+            || self
+                .path
+                .contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "--path {:?}: expected an absolute URL path such as /cobbler_api",
+                self.path
+            ));
+        }
+        if let Some(t) = &self.token {
+            if t.is_empty() || t.contains(|c: char| c.is_control()) {
+                return Err("--token: empty, or has control characters".into());
+            }
+        }
         if self.port == 0 {
             return Err("--port 0 is not a port the server can listen on".into());
         }
@@ -184,6 +210,8 @@ impl Args {
             name,
             server,
             port: self.port,
+            path: self.path,
+            token: self.token,
             watch,
             exit_after_pass: self.exit,
             foreground: self.fg,

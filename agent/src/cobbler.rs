@@ -102,14 +102,14 @@ pub trait Transport {
     fn post(&mut self, body: &[u8], timeout: Duration) -> Result<Vec<u8>, Error>;
 }
 
-/// HTTP/1.1 POST to `http://SERVER:PORT/cobbler_api` with ureq.
+/// HTTP/1.1 POST to `http://SERVER:PORT/PATH` (Cobbler: `/cobbler_api`) with ureq.
 pub struct HttpTransport {
     url: String,
     agent: ureq::Agent,
 }
 
 impl HttpTransport {
-    pub fn new(host: &str, port: u16) -> HttpTransport {
+    pub fn new(host: &str, port: u16, path: &str) -> HttpTransport {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -129,7 +129,7 @@ impl HttpTransport {
             host.to_string()
         };
         HttpTransport {
-            url: format!("http://{host}:{port}/cobbler_api"),
+            url: format!("http://{host}:{port}{path}"),
             agent,
         }
     }
@@ -255,6 +255,8 @@ pub struct Client<T> {
     /// Set once the server has accepted an upload in `wire`; from then on a
     /// fault is the server's trouble, not a sign of the wrong wire form.
     wire_confirmed: bool,
+    /// Sent as the 6th argument when set (see `cli`'s --token).
+    token: Option<String>,
 }
 
 impl<T: Transport> Client<T> {
@@ -268,7 +270,14 @@ impl<T: Transport> Client<T> {
             choice,
             wire,
             wire_confirmed: false,
+            token: None,
         }
+    }
+
+    /// Sends `token` with every upload (Cobbler's optional `token` argument).
+    pub fn with_token(mut self, token: Option<String>) -> Client<T> {
+        self.token = token;
+        self
     }
 
     /// The wire form in use, and whether the server has confirmed it.
@@ -331,16 +340,16 @@ impl<T: Transport> Client<T> {
             Wire::Text => Param::Base64Text(data),
         };
         let size = i64::try_from(data.len()).expect("chunks are small");
-        let body = xmlrpc::encode_call(
-            "upload_log_data",
-            &[
-                Param::Str(name),
-                Param::Str(file),
-                Param::Int(size),
-                Param::Int(offset),
-                data_param,
-            ],
-        );
+        let params = [
+            Param::Str(name),
+            Param::Str(file),
+            Param::Int(size),
+            Param::Int(offset),
+            data_param,
+            Param::Str(self.token.as_deref().unwrap_or_default()),
+        ];
+        let given = if self.token.is_some() { 6 } else { 5 };
+        let body = xmlrpc::encode_call("upload_log_data", &params[..given]);
         match self.call(&body, timeout)? {
             Value::Bool(true) => Ok(()),
             Value::Bool(false) => Err(Error::Refused),

@@ -16,7 +16,8 @@ pub mod log;
 pub mod shipper;
 pub mod sys;
 pub mod watchlist;
-pub mod xmlrpc;
+/// The codec lives in its own crate, shared with anamon-receiver.
+pub use anamon_xmlrpc as xmlrpc;
 
 use cli::Config;
 use cobbler::{Client, HttpTransport};
@@ -61,7 +62,7 @@ pub fn run(cfg: Config) -> i32 {
     };
     let (events, poll_reason) = EventSource::new(pipe, &targets, cfg.force_poll);
     info!(
-        "anamon {} (kernel {}) shipping {} files{} as {:?} to http://{}:{}/cobbler_api; {}",
+        "anamon {} (kernel {}) shipping {} files{} as {:?} to http://{}:{}{}{}; {}",
         env!("CARGO_PKG_VERSION"),
         sys::kernel_release(),
         watch.files.len(),
@@ -73,6 +74,12 @@ pub fn run(cfg: Config) -> i32 {
         cfg.name,
         cfg.server,
         cfg.port,
+        cfg.path,
+        if cfg.token.is_some() {
+            " with a token"
+        } else {
+            ""
+        },
         match &poll_reason {
             None => "file events from inotify".to_string(),
             Some(why) => format!(
@@ -92,7 +99,11 @@ pub fn run(cfg: Config) -> i32 {
         .iter()
         .map(|e| WatchedFile::new(e.path.clone(), e.alias.clone()))
         .collect();
-    let client = Client::new(HttpTransport::new(&cfg.server, cfg.port), cfg.wire);
+    let client = Client::new(
+        HttpTransport::new(&cfg.server, cfg.port, &cfg.path),
+        cfg.wire,
+    )
+    .with_token(cfg.token.clone());
     let shipper = Shipper::new(client, cfg.name.clone(), files, cfg.timeout);
     let mut agent = Agent {
         shipper,
@@ -201,7 +212,11 @@ impl<T: cobbler::Transport> Agent<T> {
     /// `--exit`: ship what the files hold, retrying until `limit`; 0 only
     /// when the server has all of it.
     fn ship_once(&mut self, limit: Duration) -> i32 {
-        let deadline = Instant::now() + limit;
+        let start = Instant::now();
+        let deadline = start + limit;
+        // When the backoff would wait past the deadline, one last attempt
+        // just before it, rather than giving up early.
+        let last_attempt = deadline.checked_sub(LAST_ATTEMPT_MARGIN).unwrap_or(start);
         loop {
             if sys::shutdown_requested() {
                 return self.flush_and_exit();
@@ -221,9 +236,13 @@ impl<T: cobbler::Transport> Agent<T> {
                 Pass::Failed { retry_at } if retry_at < deadline => {
                     self.wait(Some(retry_at.saturating_duration_since(Instant::now())));
                 }
+                Pass::Failed { .. } if Instant::now() < last_attempt => {
+                    self.wait(Some(last_attempt.saturating_duration_since(Instant::now())));
+                }
                 _ => {
                     info!(
-                        "gave up after {} s with data still to ship; exiting with status 1",
+                        "gave up after {:.1} s (--exit-timeout {}) with data still to ship; exiting with status 1",
+                        start.elapsed().as_secs_f64(),
                         limit.as_secs()
                     );
                     return 1;
@@ -232,6 +251,9 @@ impl<T: cobbler::Transport> Agent<T> {
         }
     }
 }
+
+/// How long before the --exit deadline the last attempt is made.
+const LAST_ATTEMPT_MARGIN: Duration = Duration::from_millis(500);
 
 /// Between attempts of the final flush.
 const FLUSH_RETRY_PAUSE: Duration = Duration::from_millis(100);

@@ -33,6 +33,18 @@ pub struct Shipper<T> {
     outage: Option<&'static str>,
     /// Files that exist but cannot be read, after the last pass.
     unreadable: usize,
+    /// Per file (same index as `files`): held back after the server
+    /// answered a fault about that file alone.
+    held: Vec<Option<Hold>>,
+}
+
+/// A file the server faulted on (a receiver's size cap, Cobbler's lock
+/// conflict, a planted symlink): it waits out its own backoff while the
+/// other files keep flowing, since the server itself is answering.
+struct Hold {
+    until: Instant,
+    backoff: Backoff,
+    reason: String,
 }
 
 impl<T: Transport> Shipper<T> {
@@ -45,16 +57,18 @@ impl<T: Transport> Shipper<T> {
         Shipper {
             client,
             name,
-            files,
             timeout,
+            held: files.iter().map(|_| None).collect(),
             backoff: Backoff::new(),
             outage: None,
             unreadable: 0,
+            files,
         }
     }
 
     pub fn add(&mut self, file: WatchedFile) {
         self.files.push(file);
+        self.held.push(None);
     }
 
     /// Files that exist but could not be read in the last pass.
@@ -68,8 +82,15 @@ impl<T: Transport> Shipper<T> {
     pub fn pass(&mut self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> Pass {
         loop {
             let mut sent_any = false;
+            let mut next_hold: Option<Instant> = None;
             self.unreadable = 0;
             for i in 0..self.files.len() {
+                if let Some(h) = &self.held[i] {
+                    if Instant::now() < h.until {
+                        next_hold = Some(next_hold.map_or(h.until, |t| t.min(h.until)));
+                        continue;
+                    }
+                }
                 let timeout = match deadline {
                     Some(d) => match d.checked_duration_since(Instant::now()) {
                         Some(left) if !left.is_zero() => left.min(self.timeout),
@@ -129,10 +150,33 @@ impl<T: Transport> Shipper<T> {
                         );
                         file.cursor.commit(&chunk);
                         sent_any = true;
+                        if self.held[i].take().is_some() {
+                            info!("{}: the server takes it again", file.alias);
+                        }
                         self.backoff.reset();
                         if let Some(kind) = self.outage.take() {
                             info!("server is taking uploads again (after: {kind}); resuming from each file's cursor");
                         }
+                    }
+                    Err(e @ Error::Fault { .. }) => {
+                        let hold = self.held[i].get_or_insert_with(|| Hold {
+                            until: Instant::now(),
+                            backoff: Backoff::new(),
+                            reason: String::new(),
+                        });
+                        hold.until = Instant::now() + hold.backoff.next(false);
+                        let reason = e.to_string();
+                        if hold.reason != reason {
+                            info!(
+                                "upload of {} failed: {reason}; retrying this file with backoff (at most every {} s), the others go on",
+                                file.alias,
+                                BACKOFF_CAP.as_secs()
+                            );
+                            hold.reason = reason;
+                        } else {
+                            debug!("upload of {} failed again: {reason}", file.alias);
+                        }
+                        next_hold = Some(next_hold.map_or(hold.until, |t| t.min(hold.until)));
                     }
                     Err(e) => {
                         let alias = file.alias.clone();
@@ -142,7 +186,10 @@ impl<T: Transport> Shipper<T> {
                 }
             }
             if !sent_any {
-                return Pass::Done;
+                return match next_hold {
+                    Some(retry_at) => Pass::Failed { retry_at },
+                    None => Pass::Done,
+                };
             }
         }
     }
