@@ -80,6 +80,19 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Waits up to `limit` for `child` to exit; its status code, if it did.
+pub fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let mut code = None;
+    wait_until(limit, || match child.try_wait().unwrap() {
+        Some(st) => {
+            code = st.code();
+            true
+        }
+        None => false,
+    });
+    code
+}
+
 /// A real Cobbler server (`upload_log_data` from the PyPI release) serving
 /// 127.0.0.1:`port` at /cobbler_api, storing into `logdir/SYSTEM/<file>`.
 pub struct Peer {
@@ -96,37 +109,63 @@ impl Peer {
     }
 
     /// Starts the peer on `port` (0: any free port) and waits until it
-    /// accepts connections.
+    /// accepts connections. With ANAMON_PEER=receiver, Cobbler 4.0.0b7 is
+    /// stood in for by anamon-receiver with its default settings, so the
+    /// same tests check both servers.
     pub fn start_on(version: &str, dir: &Scratch, port: u16) -> Peer {
+        if version == "4.0.0b7" && std::env::var("ANAMON_PEER").is_ok_and(|v| v == "receiver") {
+            return Peer::receiver_on(dir, port, &[]);
+        }
         let logdir = dir.path("server");
+        let mut cmd = Command::new(repo_root().join("ci/peer/serve"));
+        cmd.args([
+            "--cobbler",
+            version,
+            "--system",
+            SYSTEM,
+            "--port",
+            &port.to_string(),
+        ])
+        .arg("--logdir")
+        .arg(&logdir);
+        Peer::launch(cmd, version, dir, logdir)
+    }
+
+    /// anamon-receiver (ANAMON_RECEIVER_BIN, else target/debug, built on
+    /// first use) with `extra` flags; its log goes to `dir/receiver.log`.
+    pub fn receiver(dir: &Scratch, extra: &[&str]) -> Peer {
+        Peer::receiver_on(dir, 0, extra)
+    }
+
+    /// The same on a given port (0: any), e.g. to restart it where it was.
+    pub fn receiver_on(dir: &Scratch, port: u16, extra: &[&str]) -> Peer {
+        let logdir = dir.path("server");
+        let mut cmd = Command::new(receiver_bin());
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--dir")
+            .arg(&logdir)
+            .args(extra)
+            .stderr(std::fs::File::create(dir.path("receiver.log")).unwrap());
+        Peer::launch(cmd, "receiver", dir, logdir)
+    }
+
+    /// Starts `cmd` (a server taking --port-file and --call-log) and waits
+    /// until it accepts connections.
+    fn launch(mut cmd: Command, version: &str, dir: &Scratch, logdir: PathBuf) -> Peer {
         std::fs::create_dir_all(&logdir).unwrap();
         let port_file = dir.path(&format!("peer-port-{}", free_port()));
         let calls = dir.path("calls.jsonl");
-        let serve = repo_root().join("ci/peer/serve");
-        let child = Command::new(&serve)
-            .args([
-                "--cobbler",
-                version,
-                "--system",
-                SYSTEM,
-                "--port",
-                &port.to_string(),
-            ])
-            .arg("--logdir")
-            .arg(&logdir)
+        let child = cmd
             .arg("--port-file")
             .arg(&port_file)
             .arg("--call-log")
             .arg(&calls)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {}: {e} (run ci/peer/setup first)",
-                    serve.display()
-                )
+                panic!("cannot start the {version} peer: {e} (run ci/peer/setup?)")
             });
         let mut peer = Peer {
             child,
@@ -183,6 +222,15 @@ impl Peer {
             .unwrap_or(0)
     }
 
+    pub fn child_id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the server to exit; returns its status code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        wait_for_exit(&mut self.child, limit)
+    }
+
     pub fn stop(&mut self) {
         // The peer runs in its own process group (a wrapper, unshare, python).
         unsafe_kill_group(self.child.id(), libc::SIGTERM);
@@ -208,6 +256,24 @@ fn unsafe_kill_group(pid: u32, sig: i32) {
     unsafe {
         libc::kill(-(pid as i32), sig);
     }
+}
+
+/// The receiver binary under test: ANAMON_RECEIVER_BIN, else the debug
+/// build, which is built here if this package was tested on its own.
+pub fn receiver_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ANAMON_RECEIVER_BIN") {
+        return PathBuf::from(p);
+    }
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let ok = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--quiet", "-p", "anamon-receiver"])
+            .current_dir(repo_root())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot build anamon-receiver");
+    });
+    repo_root().join("target/debug/anamon-receiver")
 }
 
 /// A running agent with its log captured in a file.
@@ -277,15 +343,7 @@ impl Agent {
 
     /// Waits for the agent to exit; returns its status code.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let mut code = None;
-        wait_until(limit, || match self.child.try_wait().unwrap() {
-            Some(st) => {
-                code = st.code();
-                true
-            }
-            None => false,
-        });
-        code
+        wait_for_exit(&mut self.child, limit)
     }
 }
 

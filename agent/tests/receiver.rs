@@ -1,0 +1,259 @@
+//! The agent against anamon-receiver's own features: token, allow-list,
+//! caps, a full disk, a receiver killed mid-stream, the Python client, the
+//! path setting and the session log. (The whole agent suite also runs
+//! against the receiver with ANAMON_PEER=receiver; see ci/test.)
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn watch(path: &std::path::Path) -> [&str; 2] {
+    ["--watchfile", path.to_str().unwrap()]
+}
+
+fn receiver_log(dir: &Scratch) -> String {
+    std::fs::read_to_string(dir.path("receiver.log")).unwrap_or_default()
+}
+
+#[test]
+fn token_is_required_and_checked() {
+    let dir = Scratch::new("token");
+    std::fs::write(dir.path("token"), "s3cret-token\n").unwrap();
+    let token_file = dir.path("token");
+    let peer = Peer::receiver(&dir, &["--token-file", token_file.to_str().unwrap()]);
+    let log = dir.path("anaconda.log");
+    append(&log, b"secret install log\n");
+    let [w, p] = watch(&log);
+    let none = Agent::start(peer.port, &dir, &[w, p]);
+    none.assert_logs("needs a token");
+    let wrong = Agent::start(peer.port, &dir, &[w, p, "--token", "guess"]);
+    wrong.assert_logs("wrong token");
+    assert_eq!(peer.stored("anaconda.log"), None);
+    drop(none);
+    drop(wrong);
+    let mut right = Agent::start(peer.port, &dir, &[w, p, "--token", "s3cret-token"]);
+    peer.assert_mirrors("anaconda.log", &log, LIMIT);
+    append(&log, &binary_bytes(5000, 3));
+    peer.assert_mirrors("anaconda.log", &log, LIMIT);
+    right.assert_running();
+}
+
+#[test]
+fn a_token_is_accepted_and_ignored_by_cobbler() {
+    // Cobbler's upload_log_data(..., token=None): the same agent flags work
+    // against either server.
+    let dir = Scratch::new("token-cobbler");
+    let peer = Peer::start("4.0.0b7", &dir);
+    let log = dir.path("anaconda.log");
+    append(&log, b"line\n");
+    let [w, p] = watch(&log);
+    let mut agent = Agent::start(peer.port, &dir, &[w, p, "--token", "s3cret-token"]);
+    peer.assert_mirrors("anaconda.log", &log, LIMIT);
+    agent.assert_running();
+}
+
+#[test]
+fn allow_list_refuses_other_systems_with_a_reason() {
+    let dir = Scratch::new("allow");
+    let peer = Peer::receiver(&dir, &["--allow", "web01", "--allow", "web02"]);
+    let log = dir.path("anaconda.log");
+    append(&log, b"from an unknown machine\n");
+    // Agent::start names the system "testsys", which is not on the list.
+    let mut agent = Agent::start(peer.port, &dir, &watch(&log));
+    agent.assert_logs("not on this receiver's allow-list");
+    agent.assert_running();
+    assert!(!peer.logdir.join(SYSTEM).exists());
+}
+
+#[test]
+fn caps_answer_faults_and_the_receiver_keeps_serving() {
+    let dir = Scratch::new("caps");
+    let peer = Peer::receiver(
+        &dir,
+        &["--max-file-size", "64K", "--max-system-size", "80K"],
+    );
+    let big = dir.path("big.log");
+    let small = dir.path("small.log");
+    let other = dir.path("other.log");
+    append(&big, &binary_bytes(80 * 1024, 1));
+    append(&small, &binary_bytes(30 * 1024, 2));
+    let spec = format!("{} {}", big.display(), small.display());
+    let mut agent = Agent::start(peer.port, &dir, &["--watchfile", &spec]);
+    agent.assert_logs("over this receiver's cap of 65536 bytes per file");
+    peer.assert_mirrors("small.log", &small, LIMIT);
+    assert_eq!(peer.stored("big.log"), None);
+    // The system cap: 30 KiB stored, 60 more would pass 80 KiB.
+    append(&other, &binary_bytes(60 * 1024, 3));
+    let mut second = Agent::start(peer.port, &dir, &watch(&other));
+    second.assert_logs("bytes per system");
+    // Still serving: the small file keeps flowing.
+    append(&small, b"more\n");
+    peer.assert_mirrors("small.log", &small, LIMIT);
+    agent.assert_running();
+    second.assert_running();
+}
+
+#[test]
+fn a_full_disk_never_reports_a_chunk_stored_and_nothing_is_lost() {
+    // The log directory is a 512 KiB tmpfs in the receiver's own mount
+    // namespace, nearly filled; the test reaches it through /proc/PID/root.
+    let dir = Scratch::new("enospc");
+    let logdir = dir.path("server");
+    std::fs::create_dir_all(&logdir).unwrap();
+    let port_file = dir.path("port");
+    let script = format!(
+        "mount -t tmpfs -o size=512k tmpfs {d} && head -c 400000 /dev/zero > {d}/filler && exec {bin} --listen 127.0.0.1:0 --dir {d} --port-file {pf}",
+        d = logdir.display(),
+        bin = receiver_bin().display(),
+        pf = port_file.display()
+    );
+    let mut server = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stderr(std::fs::File::create(dir.path("receiver.log")).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || port_file.exists()),
+        "receiver did not start"
+    );
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let inside =
+        std::path::PathBuf::from(format!("/proc/{}/root{}", server.id(), logdir.display()));
+
+    let log = dir.path("anaconda.log");
+    append(&log, &binary_bytes(300 * 1024, 7));
+    let mut agent = Agent::start(port, &dir, &watch(&log));
+    agent.assert_logs("No space left on device");
+    // Whatever is on disk is a prefix of the real file: never garbage.
+    let want = std::fs::read(&log).unwrap();
+    if let Ok(partial) = std::fs::read(inside.join(SYSTEM).join("anaconda.log")) {
+        assert!(want.starts_with(&partial[..partial.len().min(want.len())]));
+    }
+    // Space comes back: the agent's retries complete the copy.
+    std::fs::remove_file(inside.join("filler")).unwrap();
+    let stored = inside.join(SYSTEM).join("anaconda.log");
+    assert!(
+        wait_until(Duration::from_secs(40), || std::fs::read(&stored).ok()
+            == Some(want.clone())),
+        "copy never completed after space returned:\n{}",
+        agent.log_text()
+    );
+    agent.assert_running();
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn receiver_killed_mid_stream_and_restarted_loses_nothing() {
+    let dir = Scratch::new("crash");
+    let mut peer = Peer::receiver(&dir, &[]);
+    let port = peer.port;
+    let log = dir.path("anaconda.log");
+    append(&log, b"start\n");
+    let mut agent = Agent::start(port, &dir, &watch(&log));
+    peer.assert_mirrors("anaconda.log", &log, LIMIT);
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for i in 0..300u32 {
+                append(&log, &binary_bytes(2000 + i as usize, i));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    // SIGKILL: no chance to finish a write or say goodbye.
+    // SAFETY: kill(2) on the receiver's process group, which we created.
+    unsafe { libc::kill(-(peer.child_id() as i32), libc::SIGKILL) };
+    peer.stop();
+    std::thread::sleep(Duration::from_millis(800));
+    let restarted = Peer::receiver_on(&dir, port, &[]);
+    writer.join().unwrap();
+    restarted.assert_mirrors("anaconda.log", &log, Duration::from_secs(60));
+    agent.assert_running();
+}
+
+#[test]
+fn python_anamon_from_cobbler_3_3_10_ships_to_the_receiver() {
+    let dir = Scratch::new("python");
+    let peer = Peer::receiver(&dir, &[]);
+    let log = dir.path("anaconda.log");
+    append(&log, b"python client\n");
+    append(&log, &binary_bytes(300 * 1024, 5)); // two of its 256 KiB chunks
+    let status = Command::new(repo_root().join("ci/peer/python-anamon"))
+        .args([
+            "--name",
+            SYSTEM,
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &peer.port.to_string(),
+        ])
+        .args(["--watchfile", log.to_str().unwrap(), "--exit", "--fg"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "python anamon failed: {status}");
+    peer.assert_mirrors("anaconda.log", &log, LIMIT);
+}
+
+#[test]
+fn path_setting_and_wrong_paths() {
+    let dir = Scratch::new("path");
+    let peer = Peer::receiver(&dir, &[]);
+    let log = dir.path("anaconda.log");
+    append(&log, b"via /RPC2\n");
+    let [w, p] = watch(&log);
+    let wrong = Agent::start(peer.port, &dir, &[w, p, "--path", "/nowhere"]);
+    wrong.assert_logs("404");
+    assert_eq!(peer.stored("anaconda.log"), None);
+    drop(wrong);
+    let mut agent = Agent::start(peer.port, &dir, &[w, p, "--path", "/RPC2"]);
+    peer.assert_mirrors("anaconda.log", &log, LIMIT);
+    agent.assert_running();
+}
+
+#[test]
+fn one_log_line_per_upload_session_and_a_clean_stop() {
+    let dir = Scratch::new("sessions");
+    let mut peer = Peer::receiver(&dir, &["--session-idle", "1"]);
+    let log = dir.path("anaconda.log");
+    append(&log, b"first\n");
+    let mut agent = Agent::start(peer.port, &dir, &watch(&log));
+    for i in 0..20 {
+        append(&log, format!("line {i}\n").as_bytes());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    peer.assert_mirrors("anaconda.log", &log, LIMIT);
+    let size = std::fs::metadata(&log).unwrap().len();
+    let line = format!("{SYSTEM}/anaconda.log from 127.0.0.1: {size} bytes in");
+    assert!(
+        wait_until(Duration::from_secs(5), || receiver_log(&dir)
+            .contains(&line)),
+        "no session line {line:?}:\n{}",
+        receiver_log(&dir)
+    );
+    // A second session after a pause, ended by SIGTERM: its line too.
+    append(&log, b"after a pause\n");
+    peer.assert_mirrors("anaconda.log", &log, LIMIT);
+    agent.assert_running();
+    // SAFETY: kill(2) on the receiver's process group, which we created.
+    unsafe { libc::kill(-(peer.child_id() as i32), libc::SIGTERM) };
+    assert_eq!(peer.wait_exit(Duration::from_secs(5)), Some(0));
+    let text = receiver_log(&dir);
+    assert_eq!(
+        text.matches(&format!("{SYSTEM}/anaconda.log from")).count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("stopping on signal"), "{text}");
+}
