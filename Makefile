@@ -5,6 +5,8 @@
 #   make install DESTDIR=/x   snippets, agents and images under /x
 #   make check                the snippet tests (ci/snippets/test)
 #   make install BUILD=no     install what target/ holds; runs no cargo
+#   make install-receiver     anamon-receiver, its systemd unit and sysusers
+#                             file, and the Apache snippet (not enabled)
 #
 # Cobbler's paths are fixed by Cobbler, not by PREFIX: override COBBLER_WWW
 # for distributions that serve it elsewhere (openSUSE: /srv/www/cobbler).
@@ -16,6 +18,12 @@ COBBLER_SNIPPETS  ?= /var/lib/cobbler/snippets
 COBBLER_WWW       ?= /var/www/cobbler
 COBBLER_MISC      ?= $(COBBLER_WWW)/misc
 INSTALL           ?= install
+SBINDIR           ?= $(PREFIX)/sbin
+UNITDIR           ?= /etc/systemd/system
+SYSUSERSDIR       ?= /usr/lib/sysusers.d
+DOCDIR            ?= $(PREFIX)/share/doc/anamon
+# The receiver is built static (musl) so one build runs on any Linux server.
+RECEIVER_TARGET   ?= x86_64-unknown-linux-musl
 CARGO             ?= cargo
 BUILD             ?= yes
 
@@ -47,7 +55,7 @@ export CARGO_TARGET_POWERPC64LE_UNKNOWN_LINUX_MUSL_LINKER ?= rust-lld
 # ARCH=TRIPLE words for the shell loops below.
 ARCH_TRIPLES := $(foreach a,$(ARCHES),$(a)=$(triple_$(a)))
 
-.PHONY: all agents images install check clean
+.PHONY: all agents images install receiver install-receiver check clean
 
 all: agents images
 
@@ -121,6 +129,22 @@ install: all
 	  echo "$(INSTALL) -m 755 $(TARGET_DIR)/release/updates-img $(DESTDIR)$(BINDIR)/updates-img"; \
 	  $(INSTALL) -m 755 $(TARGET_DIR)/release/updates-img $(DESTDIR)$(BINDIR)/updates-img; \
 	fi
+
+receiver:
+ifneq ($(BUILD),no)
+	$(CARGO) build --quiet --release --target $(RECEIVER_TARGET) -p anamon-receiver
+endif
+
+# The unit names the binary where SBINDIR puts it. The Apache snippet goes
+# to the docs: proxying is the admin's choice (see receiver/README.md).
+install-receiver: receiver
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)
+	$(INSTALL) -m 755 $(TARGET_DIR)/$(RECEIVER_TARGET)/release/anamon-receiver $(DESTDIR)$(SBINDIR)/anamon-receiver
+	sed 's#/usr/local/sbin/anamon-receiver#$(SBINDIR)/anamon-receiver#' \
+	  receiver/systemd/anamon-receiver.service >$(DESTDIR)$(UNITDIR)/anamon-receiver.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/anamon-receiver.service
+	$(INSTALL) -m 644 receiver/systemd/anamon-receiver.sysusers $(DESTDIR)$(SYSUSERSDIR)/anamon-receiver.conf
+	$(INSTALL) -m 644 receiver/apache/anamon-receiver.conf receiver/README.md $(DESTDIR)$(DOCDIR)/
 
 check:
 	ci/snippets/test
