@@ -197,14 +197,3 @@ pub fn utc_now() -> String {
         tm.tm_sec
     )
 }
-
-/// CPU time (user + system) of this process so far, in seconds.
-pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-        t(ru.ru_utime) + t(ru.ru_stime)
-    }
-}
