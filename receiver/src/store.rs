@@ -51,6 +51,9 @@ pub struct Stored {
     pub file_size: u64,
 }
 
+/// Systems whose sizes are kept between uploads.
+const MAX_CACHED_SYSTEMS: usize = 4096;
+
 pub struct LogDir {
     path: PathBuf,
     fd: Fd,
@@ -61,10 +64,9 @@ pub struct LogDir {
     systems: Mutex<HashMap<String, Arc<Mutex<SystemDir>>>>,
 }
 
-/// A system's directory, opened without following symlinks, and the sizes
-/// of the regular files in it (for the per-system cap).
+/// What is known of a system's directory: the sizes of the regular files
+/// in it (for the per-system cap). Only a cache: it can be scanned again.
 struct SystemDir {
-    fd: Option<Fd>,
     /// (device, inode) of the directory the sizes were scanned from.
     id: Option<(libc::dev_t, libc::ino_t)>,
     sizes: HashMap<String, u64>,
@@ -109,9 +111,14 @@ impl LogDir {
         }
         let entry = {
             let mut systems = self.systems.lock().unwrap_or_else(|e| e.into_inner());
+            if systems.len() >= MAX_CACHED_SYSTEMS && !systems.contains_key(system) {
+                // Whatever names clients invent, the cache stays bounded:
+                // drop the entries no request is using (they are rescanned
+                // when next needed).
+                systems.retain(|_, e| Arc::strong_count(e) > 1);
+            }
             Arc::clone(systems.entry(system.to_string()).or_insert_with(|| {
                 Arc::new(Mutex::new(SystemDir {
-                    fd: None,
                     id: None,
                     sizes: HashMap::new(),
                     used: 0,
@@ -124,18 +131,17 @@ impl LogDir {
         // system's directory while the receiver runs, and the next upload
         // must land in (a new) `<dir>/<system>`, not in the moved one. The
         // sizes are scanned again only when it is another directory.
-        let fd = self.open_system(system)?;
-        let id = sys::fstat(&fd)
+        let sys_fd = &self.open_system(system)?;
+        let id = sys::fstat(sys_fd)
             .map(|st| (st.st_dev, st.st_ino))
             .map_err(|e| io_err(&shown, "stat", &e))?;
         if dir.id != Some(id) {
-            dir.sizes = scan_sizes(&fd).map_err(|e| io_err(&shown, "reading the directory", &e))?;
+            dir.sizes =
+                scan_sizes(sys_fd).map_err(|e| io_err(&shown, "reading the directory", &e))?;
             dir.used = dir.sizes.values().sum();
             dir.id = Some(id);
         }
-        dir.fd = Some(fd);
         let dir = &mut *dir;
-        let sys_fd = dir.fd.as_ref().expect("opened above");
 
         let name = CString::new(file)
             .map_err(|_| StoreError::Refused(format!("{shown}: a NUL byte in the name")))?;
@@ -404,6 +410,20 @@ mod tests {
         std::fs::remove_dir_all(root.join("web01")).unwrap();
         d.write("web01", "c.log", 5, 0, b"three").unwrap();
         assert_eq!(std::fs::read(root.join("web01/c.log")).unwrap(), b"three");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn many_systems_hold_no_descriptors() {
+        let root = scratch("many");
+        let d = LogDir::open(&root, BIG).unwrap();
+        let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = open_fds();
+        for i in 0..1500 {
+            d.write(&format!("host{i}"), "a.log", 1, 0, b"x").unwrap();
+        }
+        // Other tests run in parallel threads: allow them a few.
+        assert!(open_fds() < before + 50, "{} descriptors open", open_fds());
         std::fs::remove_dir_all(&root).unwrap();
     }
 
