@@ -233,8 +233,16 @@ fn exit_mode_waits_for_a_late_server_and_gives_up_with_1() {
     );
     // It tries until shortly before the deadline, not just until the
     // backoff first overshoots it.
-    assert!(started.elapsed() >= Duration::from_millis(1300), "{:?}", started.elapsed());
-    assert!(agent.log_text().contains("(--exit-timeout 2)"), "{}", agent.log_text());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        agent.log_text().contains("(--exit-timeout 2)"),
+        "{}",
+        agent.log_text()
+    );
 }
 
 #[test]
