@@ -28,18 +28,20 @@ fn growing_file_with_binary_content_arrives_byte_identical() {
     peer.assert_mirrors("anaconda.log", &log, LIMIT);
     agent.assert_running();
     // Only new bytes travel: far fewer requests than appends, and the bytes
-    // uploaded add up to the file's size (no resends from offset 0).
-    let calls = std::fs::read_to_string(&peer.calls).unwrap();
-    let uploaded: u64 = calls
-        .lines()
-        .filter(|l| l.contains("upload_log_data"))
-        .map(|l| json_u64(l, "data_len"))
-        .sum();
-    assert_eq!(
-        uploaded,
-        std::fs::metadata(&log).unwrap().len(),
-        "bytes uploaded != bytes written"
-    );
+    // uploaded add up to the file's size (no resends from offset 0). The
+    // server logs a call just after storing its bytes, so the last line may
+    // trail the stored copy by a moment.
+    let uploaded = || -> u64 {
+        std::fs::read_to_string(&peer.calls)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("upload_log_data"))
+            .map(|l| json_u64(l, "data_len"))
+            .sum()
+    };
+    let written = std::fs::metadata(&log).unwrap().len();
+    wait_until(Duration::from_secs(5), || uploaded() >= written);
+    assert_eq!(uploaded(), written, "bytes uploaded != bytes written");
 }
 
 /// The value of a numeric field in one JSON line of the peer's call log.
