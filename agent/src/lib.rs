@@ -240,9 +240,13 @@ impl<T: cobbler::Transport> Agent<T> {
                     self.wait(Some(last_attempt.saturating_duration_since(Instant::now())));
                 }
                 _ => {
+                    // Tenths by integer arithmetic: formatting an f64 would
+                    // pull ~16 KiB of float printing into the binary.
+                    let tenths = start.elapsed().as_millis() / 100;
                     info!(
-                        "gave up after {:.1} s (--exit-timeout {}) with data still to ship; exiting with status 1",
-                        start.elapsed().as_secs_f64(),
+                        "gave up after {}.{} s (--exit-timeout {}) with data still to ship; exiting with status 1",
+                        tenths / 10,
+                        tenths % 10,
                         limit.as_secs()
                     );
                     return 1;
