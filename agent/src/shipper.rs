@@ -82,14 +82,13 @@ impl<T: Transport> Shipper<T> {
     pub fn pass(&mut self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> Pass {
         loop {
             let mut sent_any = false;
-            let mut next_hold: Option<Instant> = None;
             self.unreadable = 0;
             for i in 0..self.files.len() {
-                if let Some(h) = &self.held[i] {
-                    if Instant::now() < h.until {
-                        next_hold = Some(next_hold.map_or(h.until, |t| t.min(h.until)));
-                        continue;
-                    }
+                if self.held[i]
+                    .as_ref()
+                    .is_some_and(|h| Instant::now() < h.until)
+                {
+                    continue;
                 }
                 let timeout = match deadline {
                     Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -176,7 +175,6 @@ impl<T: Transport> Shipper<T> {
                         } else {
                             debug!("upload of {} failed again: {reason}", file.alias);
                         }
-                        next_hold = Some(next_hold.map_or(hold.until, |t| t.min(hold.until)));
                     }
                     Err(e) => {
                         let alias = file.alias.clone();
@@ -186,7 +184,18 @@ impl<T: Transport> Shipper<T> {
                 }
             }
             if !sent_any {
-                return match next_hold {
+                // Held files are pending: come back when the first is due.
+                // (A hold already past was tried in this pass, or its file
+                // has nothing to send: not pending.)
+                let now = Instant::now();
+                let due = self
+                    .held
+                    .iter()
+                    .flatten()
+                    .map(|h| h.until)
+                    .filter(|t| *t > now)
+                    .min();
+                return match due {
                     Some(retry_at) => Pass::Failed { retry_at },
                     None => Pass::Done,
                 };
