@@ -6,8 +6,8 @@
 //! costs one resend.
 
 use std::fs::{File, Metadata};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Bytes of the shipped tail kept to notice a file that was rewritten in
@@ -76,9 +76,21 @@ impl Cursor {
     ///
     /// [`commit`]: Cursor::commit
     pub fn next_chunk(&self, path: &Path, max: usize) -> Result<Option<Chunk>, Problem> {
+        // A stat first, because most files of a pass have not changed: it
+        // raises no inotify event, where every open raises IN_OPEN (notify
+        // watches for it) and wakes notify's thread for nothing. It also
+        // keeps the agent from ever opening a FIFO or a device.
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Problem::Missing,
+            _ => Problem::Unreadable(e.to_string()),
+        })?;
+        check_regular(&meta)?;
+        if self.has_nothing_to_send(&meta) {
+            return Ok(None);
+        }
         // O_NONBLOCK: opening a FIFO must not hang the agent; the type is
         // checked on the open descriptor, so a swap after the check is seen.
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
@@ -97,10 +109,10 @@ impl Cursor {
         let size = meta.len();
         let modified = (meta.mtime(), meta.mtime_nsec());
 
-        let same_file = self.identity == Some(identity) && size >= self.shipped;
-        if same_file && size == self.shipped && self.modified == Some(modified) {
+        if self.has_nothing_to_send(&meta) {
             return Ok(None);
         }
+        let same_file = self.identity == Some(identity) && size >= self.shipped;
         // Same size, another mtime: rewritten in place (or touched), so the
         // whole file is sent again below.
         if same_file && size > self.shipped {
@@ -108,13 +120,9 @@ impl Cursor {
             // rewritten in place: read them apart from the new bytes, so the
             // new bytes need no copying.
             let keep = self.tail.len();
-            let tail = read_at(&mut file, self.shipped - keep as u64, keep)?;
+            let tail = read_at(&file, self.shipped - keep as u64, keep)?;
             if tail == self.tail {
-                let data = read_at(
-                    &mut file,
-                    self.shipped,
-                    max.min(to_usize(size - self.shipped)),
-                )?;
+                let data = read_at(&file, self.shipped, max.min(to_usize(size - self.shipped)))?;
                 if data.is_empty() {
                     return Ok(None);
                 }
@@ -128,7 +136,7 @@ impl Cursor {
             }
             // The bytes the server has are no longer the file's: rewritten.
         }
-        let data = read_at(&mut file, 0, max.min(to_usize(size)))?;
+        let data = read_at(&file, 0, max.min(to_usize(size)))?;
         if data.is_empty() && self.shipped == 0 {
             // Never ship an empty file; but an emptied one is shipped as
             // empty, so the server's copy matches the disk.
@@ -141,6 +149,20 @@ impl Cursor {
             data,
             restart: true,
         }))
+    }
+
+    /// Whether there is nothing to send: the server has this very file (same
+    /// inode, size and mtime) up to its end, or the file is empty and the
+    /// server has nothing (empty files are never sent).
+    fn has_nothing_to_send(&self, meta: &Metadata) -> bool {
+        (meta.len() == 0 && self.shipped == 0)
+            || self.identity
+                == Some(Identity {
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                })
+                && meta.len() == self.shipped
+                && self.modified == Some((meta.mtime(), meta.mtime_nsec()))
     }
 
     /// Records that the server has stored `chunk`.
@@ -188,13 +210,19 @@ fn check_regular(meta: &Metadata) -> Result<(), Problem> {
 }
 
 /// Reads up to `len` bytes at `offset`; fewer only at end of file.
-fn read_at(file: &mut File, offset: u64, len: usize) -> Result<Vec<u8>, Problem> {
-    let unreadable = |e: io::Error| Problem::Unreadable(e.to_string());
-    file.seek(SeekFrom::Start(offset)).map_err(unreadable)?;
-    let mut buf = Vec::with_capacity(len);
-    file.take(len as u64)
-        .read_to_end(&mut buf)
-        .map_err(unreadable)?;
+/// `pread`: one call where seek-and-read takes two.
+fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, Problem> {
+    let mut buf = vec![0; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Problem::Unreadable(e.to_string())),
+        }
+    }
+    buf.truncate(filled);
     Ok(buf)
 }
 
@@ -363,6 +391,40 @@ mod tests {
     }
 
     const CHUNK_FOR_TESTS: usize = 256 * 1024;
+
+    #[test]
+    fn a_file_with_nothing_new_is_not_opened() {
+        // Each open raises IN_OPEN, which notify watches for: a pass over
+        // unchanged files must not wake notify's thread once per file.
+        let t = Tmp::new("no-open");
+        std::fs::write(&t.0, b"shipped already\n").unwrap();
+        let mut c = Cursor::default();
+        let ch = c.next_chunk(&t.0, 1024).unwrap().unwrap();
+        c.commit(&ch);
+        let path = std::ffi::CString::new(t.0.to_str().unwrap()).unwrap();
+        // SAFETY: plain syscalls on a descriptor this test owns.
+        let events = unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(fd >= 0);
+            assert!(libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_OPEN) >= 0);
+            assert_eq!(c.next_chunk(&t.0, 1024), Ok(None));
+            let mut buf = [0u8; 256];
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            n
+        };
+        assert_eq!(
+            events, -1,
+            "the cursor opened a file it had nothing to read from"
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&t.0)
+            .unwrap()
+            .write_all(b"new\n")
+            .unwrap();
+        assert_eq!(c.next_chunk(&t.0, 1024).unwrap().unwrap().data, b"new\n");
+    }
 
     #[test]
     fn special_files_are_refused_without_blocking() {
