@@ -173,18 +173,23 @@ impl<T: cobbler::Transport> Agent<T> {
     /// The daemon: ship whenever something changes; on a shutdown signal
     /// ship what is pending within [`SHUTDOWN_GRACE`] and exit 0.
     fn ship_forever(&mut self) -> i32 {
+        // While the server fails, file events do not start passes: only
+        // the backoff does. Files the server faulted on alone only set a
+        // time to look again; events keep shipping the others.
         let mut retry_at: Option<Instant> = None;
+        let mut wake_at: Option<Instant> = None;
         loop {
             if sys::shutdown_requested() {
                 return self.flush_and_exit();
             }
             if retry_at.is_none_or(|t| Instant::now() >= t) {
-                retry_at = match self.pass(None, &sys::shutdown_requested) {
-                    Pass::Failed { retry_at } => Some(retry_at),
-                    Pass::Done | Pass::Interrupted => None,
+                (retry_at, wake_at) = match self.pass(None, &sys::shutdown_requested) {
+                    Pass::Failed { retry_at } => (Some(retry_at), Some(retry_at)),
+                    Pass::Waiting { until } => (None, Some(until)),
+                    Pass::Done | Pass::Interrupted => (None, None),
                 };
             }
-            self.wait(retry_at.map(|t| t.saturating_duration_since(Instant::now())));
+            self.wait(wake_at.map(|t| t.saturating_duration_since(Instant::now())));
         }
     }
 
@@ -198,7 +203,9 @@ impl<T: cobbler::Transport> Agent<T> {
                     info!("shutting down: everything shipped");
                     return 0;
                 }
-                Pass::Failed { .. } if Instant::now() + FLUSH_RETRY_PAUSE < deadline => {
+                Pass::Failed { .. } | Pass::Waiting { .. }
+                    if Instant::now() + FLUSH_RETRY_PAUSE < deadline =>
+                {
                     std::thread::sleep(FLUSH_RETRY_PAUSE);
                 }
                 _ => {
@@ -233,10 +240,12 @@ impl<T: cobbler::Transport> Agent<T> {
                     );
                     return 1;
                 }
-                Pass::Failed { retry_at } if retry_at < deadline => {
+                Pass::Failed { retry_at } | Pass::Waiting { until: retry_at }
+                    if retry_at < deadline =>
+                {
                     self.wait(Some(retry_at.saturating_duration_since(Instant::now())));
                 }
-                Pass::Failed { .. } if Instant::now() < last_attempt => {
+                Pass::Failed { .. } | Pass::Waiting { .. } if Instant::now() < last_attempt => {
                     self.wait(Some(last_attempt.saturating_duration_since(Instant::now())));
                 }
                 _ => {

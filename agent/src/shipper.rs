@@ -18,6 +18,10 @@ pub enum Pass {
     Done,
     /// The server failed; try again at this instant.
     Failed { retry_at: Instant },
+    /// The server is answering, and has every byte it can take now; files
+    /// it faulted on wait until this instant. Writes to the other files
+    /// are shipped meanwhile.
+    Waiting { until: Instant },
     /// The deadline passed or a shutdown signal came with bytes pending.
     Interrupted,
 }
@@ -196,7 +200,7 @@ impl<T: Transport> Shipper<T> {
                     .filter(|t| *t > now)
                     .min();
                 return match due {
-                    Some(retry_at) => Pass::Failed { retry_at },
+                    Some(until) => Pass::Waiting { until },
                     None => Pass::Done,
                 };
             }
@@ -300,6 +304,56 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cobbler::WireChoice;
+    use std::path::PathBuf;
+
+    /// A server that faults on uploads of one file and stores the others.
+    struct FaultsOn(&'static str);
+
+    impl Transport for FaultsOn {
+        fn post(&mut self, body: &[u8], _: Duration) -> Result<Vec<u8>, Error> {
+            let faulted =
+                String::from_utf8_lossy(body).contains(&format!("<string>{}</string>", self.0));
+            Ok(if faulted {
+                b"<methodResponse><fault><value><struct><member><name>faultCode</name><value><int>1</int></value></member><member><name>faultString</name><value><string>over the cap</string></value></member></struct></value></fault></methodResponse>".to_vec()
+            } else {
+                b"<methodResponse><params><param><value><boolean>1</boolean></value></param></params></methodResponse>".to_vec()
+            })
+        }
+    }
+
+    #[test]
+    fn a_fault_on_one_file_holds_only_that_file() {
+        let dir = std::env::temp_dir().join(format!("anamon-shipper-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = |n: &str| -> PathBuf { dir.join(n) };
+        std::fs::write(path("big.log"), b"refused by the server\n").unwrap();
+        std::fs::write(path("small.log"), b"first\n").unwrap();
+        let files = ["big.log", "small.log"]
+            .iter()
+            .map(|n| WatchedFile::new(path(n), n.to_string()))
+            .collect();
+        let client = Client::new(
+            FaultsOn("big.log"),
+            WireChoice::Fixed(crate::cobbler::Wire::Binary),
+        );
+        let mut shipper = Shipper::new(client, "sys".into(), files, Duration::from_secs(1));
+        let never = || false;
+
+        // Not Failed: that would hold back every file until the retry.
+        let Pass::Waiting { until } = shipper.pass(None, &never) else {
+            panic!("a fault on one file must leave the others flowing");
+        };
+        assert!(until > Instant::now());
+        assert_eq!(shipper.files[1].cursor.shipped(), 6);
+
+        // The held file is not retried before its time; the other ships.
+        std::fs::write(path("small.log"), b"first\nsecond\n").unwrap();
+        assert!(matches!(shipper.pass(None, &never), Pass::Waiting { .. }));
+        assert_eq!(shipper.files[1].cursor.shipped(), 13);
+        assert_eq!(shipper.files[0].cursor.shipped(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn backoff_grows_to_the_cap_with_jitter_and_resets() {

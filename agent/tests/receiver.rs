@@ -97,6 +97,45 @@ fn caps_answer_faults_and_the_receiver_keeps_serving() {
 }
 
 #[test]
+fn a_file_held_back_by_faults_does_not_delay_the_others() {
+    // big.log is over the file cap, so the receiver faults on it and the
+    // agent retries it alone with a growing backoff. Writes to small.log
+    // meanwhile must ship at once, not wait for big.log's next retry.
+    let dir = Scratch::new("held");
+    let peer = Peer::receiver(&dir, &["--max-file-size", "16K"]);
+    let big = dir.path("big.log");
+    let small = dir.path("small.log");
+    append(&big, &binary_bytes(20 * 1024, 1));
+    append(&small, b"first line\n");
+    let spec = format!("{} {}", big.display(), small.display());
+    let mut agent = Agent::start(peer.port, &dir, &["--watchfile", &spec]);
+    peer.assert_mirrors("small.log", &small, LIMIT);
+    let retries = || {
+        agent
+            .log_text()
+            .matches("upload of big.log failed again")
+            .count()
+    };
+    // After three retries the next one is 2 to 4 s away.
+    assert!(
+        wait_until(LIMIT, || retries() >= 3),
+        "big.log was not retried:\n{}",
+        agent.log_text()
+    );
+    let before = retries();
+    append(&small, b"written while big.log is held back\n");
+    peer.assert_mirrors("small.log", &small, LIMIT);
+    assert_eq!(
+        retries(),
+        before,
+        "small.log waited for big.log's retry:\n{}",
+        agent.log_text()
+    );
+    assert_eq!(peer.stored("big.log"), None);
+    agent.assert_running();
+}
+
+#[test]
 fn a_full_disk_never_reports_a_chunk_stored_and_nothing_is_lost() {
     // The log directory is a 512 KiB tmpfs in the receiver's own mount
     // namespace, nearly filled; the test reaches it through /proc/PID/root.
