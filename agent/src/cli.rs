@@ -69,10 +69,20 @@ pub struct Args {
     /// (default 120)
     #[argh(option, default = "120")]
     exit_timeout: u64,
+    /// milliseconds between two uploads of a file that is being written
+    /// line by line: what is written meanwhile goes in one request (default
+    /// 20; a file quiet for that long ships at once)
+    #[argh(option, default = "20")]
+    min_interval: u64,
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
 }
+
+/// The most --timeout and --exit-timeout take: a week.
+const MAX_SECONDS: u64 = 7 * 24 * 3600;
+/// The most --min-interval takes: an hour.
+const MAX_MIN_INTERVAL_MS: u64 = 3600 * 1000;
 
 /// Everything the agent needs to run, checked.
 #[derive(Debug)]
@@ -95,6 +105,8 @@ pub struct Config {
     pub journal: bool,
     pub timeout: Duration,
     pub exit_timeout: Duration,
+    /// The least time between two uploads of a file that has caught up.
+    pub min_interval: Duration,
 }
 
 /// What the command line asks for.
@@ -183,6 +195,16 @@ impl Args {
         if self.timeout == 0 {
             return Err("--timeout must be at least 1 second".into());
         }
+        // Bounded so that no deadline computed from them can overflow.
+        for (flag, value, max) in [
+            ("--timeout", self.timeout, MAX_SECONDS),
+            ("--exit-timeout", self.exit_timeout, MAX_SECONDS),
+            ("--min-interval", self.min_interval, MAX_MIN_INTERVAL_MS),
+        ] {
+            if value > max {
+                return Err(format!("{flag} {value}: at most {max}"));
+            }
+        }
         let watch = if self.watchfile.is_empty() {
             WatchList::defaults()
         } else {
@@ -223,6 +245,7 @@ impl Args {
             journal: !self.no_journal && self.watchfile.is_empty(),
             timeout: Duration::from_secs(self.timeout),
             exit_timeout: Duration::from_secs(self.exit_timeout),
+            min_interval: Duration::from_millis(self.min_interval),
         })
     }
 }
@@ -316,6 +339,16 @@ mod tests {
             &["--name", "n", "--server", "s", "--port", "0"],
             &["--name", "n", "--server", "s", "--watchfile", "'unclosed"],
             &["--name", "n", "--server", "s", "--watchfile", " "],
+            &[
+                "--name",
+                "n",
+                "--server",
+                "s",
+                "--exit-timeout",
+                "18446744073709551615",
+            ],
+            &["--name", "n", "--server", "s", "--timeout", "604801"],
+            &["--name", "n", "--server", "s", "--min-interval", "3600001"],
         ] {
             let e = run(args).unwrap_err();
             assert!(!e.is_empty() && !e.contains('\n'), "{args:?}: {e:?}");

@@ -151,6 +151,15 @@ impl Cursor {
         }))
     }
 
+    /// Whether the file may hold bytes the server lacks, by a stat alone
+    /// (no open, so no inotify event). A file that cannot be stat'ed may:
+    /// the next [`next_chunk`] says what is wrong with it.
+    ///
+    /// [`next_chunk`]: Cursor::next_chunk
+    pub fn may_have_news(&self, path: &Path) -> bool {
+        std::fs::metadata(path).map_or(true, |meta| !self.has_nothing_to_send(&meta))
+    }
+
     /// Whether there is nothing to send: the server has this very file (same
     /// inode, size and mtime) up to its end, or the file is empty and the
     /// server has nothing (empty files are never sent).
@@ -234,6 +243,9 @@ pub struct WatchedFile {
     pub cursor: Cursor,
     /// The problem last reported, so each is logged once.
     pub problem: Option<Problem>,
+    /// When an upload last gave the server all the file had (see
+    /// `--min-interval`); `None` while a backlog remains.
+    pub caught_up: Option<std::time::Instant>,
 }
 
 impl WatchedFile {
@@ -243,6 +255,7 @@ impl WatchedFile {
             alias,
             cursor: Cursor::default(),
             problem: None,
+            caught_up: None,
         }
     }
 }

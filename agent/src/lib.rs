@@ -104,7 +104,8 @@ pub fn run(cfg: Config) -> i32 {
         cfg.wire,
     )
     .with_token(cfg.token.clone());
-    let shipper = Shipper::new(client, cfg.name.clone(), files, cfg.timeout);
+    let shipper = Shipper::new(client, cfg.name.clone(), files, cfg.timeout)
+        .with_min_interval(cfg.min_interval);
     let mut agent = Agent {
         shipper,
         events,

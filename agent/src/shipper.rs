@@ -19,8 +19,8 @@ pub enum Pass {
     /// The server failed; try again at this instant.
     Failed { retry_at: Instant },
     /// The server is answering, and has every byte it can take now; files
-    /// it faulted on wait until this instant. Writes to the other files
-    /// are shipped meanwhile.
+    /// it faulted on, or that wait out `--min-interval`, wait until this
+    /// instant. Writes to the other files are shipped meanwhile.
     Waiting { until: Instant },
     /// The deadline passed or a shutdown signal came with bytes pending.
     Interrupted,
@@ -40,6 +40,9 @@ pub struct Shipper<T> {
     /// Per file (same index as `files`): held back after the server
     /// answered a fault about that file alone.
     held: Vec<Option<Hold>>,
+    /// The least time between two uploads of a file that has caught up
+    /// (`--min-interval`), in the daemon only.
+    min_interval: Duration,
 }
 
 /// A file the server faulted on (a receiver's size cap, Cobbler's lock
@@ -67,7 +70,20 @@ impl<T: Transport> Shipper<T> {
             outage: None,
             unreadable: 0,
             files,
+            min_interval: Duration::ZERO,
         }
+    }
+
+    /// Once an upload has given the server all of a file, the next upload
+    /// of that file waits until `interval` has passed, and takes everything
+    /// written meanwhile: a log written line by line costs the server one
+    /// request per interval, not one per line. A file that was quiet for
+    /// that long ships at once, and a backlog (a 50 MiB burst) goes chunk
+    /// after chunk without waiting. Passes with a deadline (`--exit`, the
+    /// flush at shutdown) ignore it.
+    pub fn with_min_interval(mut self, interval: Duration) -> Shipper<T> {
+        self.min_interval = interval;
+        self
     }
 
     pub fn add(&mut self, file: WatchedFile) {
@@ -84,15 +100,30 @@ impl<T: Transport> Shipper<T> {
     /// cannot starve the others, until nothing is left, the server fails,
     /// or `deadline` passes. `stop` is asked between requests.
     pub fn pass(&mut self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> Pass {
+        let pacing = deadline.is_none() && !self.min_interval.is_zero();
         loop {
             let mut sent_any = false;
+            // When the first file that waits may go: one held back after a
+            // fault (in this round or before), or one with new bytes that
+            // waits out --min-interval.
+            let mut waiting: Option<Instant> = None;
+            let mut skip_until = |due: Instant| waiting = Some(waiting.map_or(due, |w| w.min(due)));
             self.unreadable = 0;
             for i in 0..self.files.len() {
-                if self.held[i]
-                    .as_ref()
-                    .is_some_and(|h| Instant::now() < h.until)
-                {
+                if let Some(h) = self.held[i].as_ref().filter(|h| Instant::now() < h.until) {
+                    skip_until(h.until);
                     continue;
+                }
+                if pacing {
+                    let file = &self.files[i];
+                    if let Some(due) = file.caught_up.map(|t| t + self.min_interval) {
+                        if Instant::now() < due {
+                            if file.cursor.may_have_news(&file.path) {
+                                skip_until(due);
+                            }
+                            continue;
+                        }
+                    }
                 }
                 let timeout = match deadline {
                     Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -152,6 +183,8 @@ impl<T: Transport> Shipper<T> {
                             chunk.offset
                         );
                         file.cursor.commit(&chunk);
+                        // A full chunk may leave a backlog: no waiting then.
+                        file.caught_up = (chunk.data.len() < CHUNK).then(Instant::now);
                         sent_any = true;
                         if self.held[i].take().is_some() {
                             info!("{}: the server takes it again", file.alias);
@@ -168,6 +201,7 @@ impl<T: Transport> Shipper<T> {
                             reason: String::new(),
                         });
                         hold.until = Instant::now() + hold.backoff.next(false);
+                        skip_until(hold.until);
                         let reason = e.to_string();
                         if hold.reason != reason {
                             info!(
@@ -188,18 +222,9 @@ impl<T: Transport> Shipper<T> {
                 }
             }
             if !sent_any {
-                // Held files are pending: come back when the first is due.
-                // (A hold already past was tried in this pass, or its file
-                // has nothing to send: not pending.)
-                let now = Instant::now();
-                let due = self
-                    .held
-                    .iter()
-                    .flatten()
-                    .map(|h| h.until)
-                    .filter(|t| *t > now)
-                    .min();
-                return match due {
+                return match waiting {
+                    // It came due while this round went on: go again.
+                    Some(until) if until <= Instant::now() => continue,
                     Some(until) => Pass::Waiting { until },
                     None => Pass::Done,
                 };
@@ -322,6 +347,74 @@ mod tests {
         }
     }
 
+    /// A server that stores everything and counts the calls.
+    struct Counting(std::rc::Rc<std::cell::Cell<usize>>);
+
+    impl Transport for Counting {
+        fn post(&mut self, _: &[u8], _: Duration) -> Result<Vec<u8>, Error> {
+            self.0.set(self.0.get() + 1);
+            Ok(b"<methodResponse><params><param><value><boolean>1</boolean></value></param></params></methodResponse>".to_vec())
+        }
+    }
+
+    #[test]
+    fn min_interval_gathers_lines_but_never_slows_a_backlog() {
+        let dir = std::env::temp_dir().join(format!("anamon-pace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("program.log");
+        let burst = dir.join("burst.log");
+        std::fs::write(&log, b"line 1\n").unwrap();
+        let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+        let client = Client::new(
+            Counting(calls.clone()),
+            WireChoice::Fixed(crate::cobbler::Wire::Binary),
+        );
+        let files = vec![
+            WatchedFile::new(log.clone(), "program.log".into()),
+            WatchedFile::new(burst.clone(), "burst.log".into()),
+        ];
+        let interval = Duration::from_millis(300);
+        let mut shipper = Shipper::new(client, "sys".into(), files, Duration::from_secs(1))
+            .with_min_interval(interval);
+        let never = || false;
+        let append = |p: &PathBuf, b: &[u8]| {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(p)
+                .unwrap()
+                .write_all(b)
+                .unwrap();
+        };
+
+        // A quiet file ships at once.
+        assert_eq!(shipper.pass(None, &never), Pass::Done);
+        assert_eq!(calls.get(), 1);
+        // Lines right after it wait for the interval, then go together.
+        append(&log, b"line 2\n");
+        append(&log, b"line 3\n");
+        let Pass::Waiting { until } = shipper.pass(None, &never) else {
+            panic!("a file shipped just now must wait out the interval");
+        };
+        assert_eq!(calls.get(), 1);
+        assert!(until > Instant::now() && until <= Instant::now() + interval);
+        // A backlog in another file is not held back meanwhile.
+        append(&burst, &vec![b'x'; 3 * CHUNK + 5]);
+        assert!(matches!(shipper.pass(None, &never), Pass::Waiting { .. }));
+        assert_eq!(calls.get(), 1 + 4, "four chunks back to back");
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        assert_eq!(shipper.pass(None, &never), Pass::Done);
+        assert_eq!(calls.get(), 6, "lines 2 and 3 in one request");
+        assert_eq!(shipper.files[0].cursor.shipped(), 21);
+        // With a deadline (--exit, the flush at shutdown) nothing waits.
+        append(&log, b"line 4\n");
+        let soon = Instant::now() + Duration::from_secs(5);
+        assert_eq!(shipper.pass(Some(soon), &never), Pass::Done);
+        assert_eq!(calls.get(), 7);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_fault_on_one_file_holds_only_that_file() {
         let dir = std::env::temp_dir().join(format!("anamon-shipper-{}", std::process::id()));
@@ -352,6 +445,14 @@ mod tests {
         assert!(matches!(shipper.pass(None, &never), Pass::Waiting { .. }));
         assert_eq!(shipper.files[1].cursor.shipped(), 13);
         assert_eq!(shipper.files[0].cursor.shipped(), 0);
+
+        // Once due, it is retried; faulting again, it waits again. (Done
+        // would leave it unsent until some file changes.)
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        let Pass::Waiting { until: again } = shipper.pass(None, &never) else {
+            panic!("a file that faulted again must be waited for");
+        };
+        assert!(again > until);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -44,6 +44,45 @@ fn growing_file_with_binary_content_arrives_byte_identical() {
     assert_eq!(uploaded(), written, "bytes uploaded != bytes written");
 }
 
+#[test]
+fn a_log_written_line_by_line_costs_one_request_per_min_interval() {
+    // 400 lines, one every 5 ms (2 s): with --min-interval 250 the server
+    // sees at most one request per 250 ms, plus the first, whatever the
+    // machine's speed; the copy is byte-identical all the same.
+    let dir = Scratch::new("pace");
+    let peer = Peer::start(CURRENT, &dir);
+    let log = dir.path("packaging.log");
+    append(&log, b"first line\n");
+    let mut agent = Agent::start(
+        peer.port,
+        &dir,
+        &[
+            "--watchfile",
+            log.to_str().unwrap(),
+            "--min-interval",
+            "250",
+        ],
+    );
+    peer.assert_mirrors("packaging.log", &log, LIMIT);
+    let start = std::time::Instant::now();
+    for i in 0..400u32 {
+        append(
+            &log,
+            format!("{i:04} Installed: package-{i}.x86_64\n").as_bytes(),
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    peer.assert_mirrors("packaging.log", &log, LIMIT);
+    let elapsed = start.elapsed();
+    let calls = peer.upload_calls();
+    let bound = 1 + (elapsed.as_millis() / 250) as usize + 1;
+    assert!(
+        calls <= bound,
+        "{calls} requests in {elapsed:?}: more than one per 250 ms ({bound})"
+    );
+    agent.assert_running();
+}
+
 /// The value of a numeric field in one JSON line of the peer's call log.
 fn json_u64(line: &str, key: &str) -> u64 {
     let at = line
