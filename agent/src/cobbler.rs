@@ -386,7 +386,7 @@ impl<T: Transport> Client<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A scripted server: answers each request with the next canned reply
@@ -396,9 +396,10 @@ mod tests {
         seen: Vec<Wire>,
     }
 
-    const TRUE: &str = "<methodResponse><params><param><value><boolean>1</boolean></value></param></params></methodResponse>";
+    // Answers as Cobbler gives them; TRUE and FAULT serve the shipper's tests too.
+    pub(crate) const TRUE: &str = "<methodResponse><params><param><value><boolean>1</boolean></value></param></params></methodResponse>";
     const FALSE: &str = "<methodResponse><params><param><value><boolean>0</boolean></value></param></params></methodResponse>";
-    const FAULT: &str = "<methodResponse><fault><value><struct><member><name>faultCode</name><value><int>1</int></value></member><member><name>faultString</name><value><string>boom</string></value></member></struct></value></fault></methodResponse>";
+    pub(crate) const FAULT: &str = "<methodResponse><fault><value><struct><member><name>faultCode</name><value><int>1</int></value></member><member><name>faultString</name><value><string>boom</string></value></member></struct></value></fault></methodResponse>";
 
     impl Transport for Scripted {
         fn post(&mut self, body: &[u8], _: Duration) -> Result<Vec<u8>, Error> {

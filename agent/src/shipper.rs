@@ -329,6 +329,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cobbler::tests::{FAULT, TRUE};
     use crate::cobbler::WireChoice;
     use std::path::PathBuf;
 
@@ -340,9 +341,9 @@ mod tests {
             let faulted =
                 String::from_utf8_lossy(body).contains(&format!("<string>{}</string>", self.0));
             Ok(if faulted {
-                b"<methodResponse><fault><value><struct><member><name>faultCode</name><value><int>1</int></value></member><member><name>faultString</name><value><string>over the cap</string></value></member></struct></value></fault></methodResponse>".to_vec()
+                FAULT.as_bytes().to_vec()
             } else {
-                b"<methodResponse><params><param><value><boolean>1</boolean></value></param></params></methodResponse>".to_vec()
+                TRUE.as_bytes().to_vec()
             })
         }
     }
@@ -353,7 +354,7 @@ mod tests {
     impl Transport for Counting {
         fn post(&mut self, _: &[u8], _: Duration) -> Result<Vec<u8>, Error> {
             self.0.set(self.0.get() + 1);
-            Ok(b"<methodResponse><params><param><value><boolean>1</boolean></value></param></params></methodResponse>".to_vec())
+            Ok(TRUE.as_bytes().to_vec())
         }
     }
 
