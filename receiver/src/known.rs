@@ -95,7 +95,7 @@ impl CobblerNames {
     /// and the agent retries.
     pub fn verdict(&self, name: &str) -> Result<Verdict, String> {
         // Only a name Cobbler could have reaches cobblerd.
-        if !crate::rpc::valid_system_name(name) {
+        if !anamon_names::is_system_name(name) {
             return Ok(Verdict::Unknown);
         }
         if let Some(v) = self.cached(name) {
