@@ -6,17 +6,20 @@
 //! call, Cobbler's rules and the receiver's own checks), [`store`] (the log
 //! directory, never followed through a link), [`limits`] (rate and
 //! connection caps), [`sessions`] (one log line per upload session),
-//! [`sys`] (the unsafe system calls).
+//! [`sys`] (the unsafe system calls), [`metrics`] (counters for
+//! `/metrics`), and `view` (the read-only live view, `--view`).
 
 #[macro_use]
 pub mod log;
 pub mod cli;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod rpc;
 pub mod sessions;
 pub mod store;
 pub mod sys;
+mod view;
 
 use cli::Config;
 use limits::{RateLimiter, Slots};
@@ -90,6 +93,10 @@ fn serve(cfg: Config) -> Result<(), String> {
         cfg.max_system_size,
         cfg.rate
     );
+    let view = match &cfg.view {
+        Some(v) => Some(view::start(v, Arc::clone(&service))?),
+        None => None,
+    };
     let slots = Arc::new(Slots::new(cfg.max_connections));
     let mut last_sweep = Instant::now();
     while !sys::STOP.load(Ordering::SeqCst) {
@@ -139,6 +146,9 @@ fn serve(cfg: Config) -> Result<(), String> {
         }
     }
     let busy = slots.drain(cfg.timeout);
+    if let Some(v) = view {
+        let _ = v.join();
+    }
     service.sessions.sweep(true);
     info!(
         "stopping on signal{}",
@@ -166,6 +176,7 @@ fn serve_connection(
             let _ = http::respond(&mut conn, 200, "text/xml", &body);
         }
         Err(http::Reject::Status(code, why)) => {
+            metrics::COUNTERS.refused(metrics::Cause::Http);
             service
                 .sessions
                 .noise(client, &format!("HTTP {code}: {why}"));

@@ -197,3 +197,42 @@ pub fn utc_now() -> String {
         tm.tm_sec
     )
 }
+
+/// Opens the file `name` below `dir` for reading only (the live view),
+/// never following a symlink and never blocking on a FIFO.
+pub fn open_read_below(dir: &Fd, name: &CStr) -> io::Result<Fd> {
+    // SAFETY: a valid directory descriptor, a NUL-terminated name, constant
+    // flags.
+    owned(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the
+/// file.
+pub fn pread_full(fd: &Fd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let off = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is a live, writable slice of `rest.len()` bytes.
+        let n = unsafe { libc::pread(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), off) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    Ok(done)
+}
