@@ -2,118 +2,13 @@
 //! framing, deadline, connection count, request rate), hostile names never
 //! leave the log directory, and each refusal is an answer, never a crash.
 
+mod common;
+
+use common::{is_false, is_fault, is_true, tree, upload, Receiver};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-struct Receiver {
-    child: Child,
-    port: u16,
-    root: PathBuf,
-}
-
-impl Receiver {
-    fn start(tag: &str, extra: &[&str]) -> Receiver {
-        let root =
-            std::env::temp_dir().join(format!("receiver-limits-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("logs")).unwrap();
-        let port_file = root.join("port");
-        let child = Command::new(env!("CARGO_BIN_EXE_anamon-receiver"))
-            .args(["--listen", "127.0.0.1:0", "--dir"])
-            .arg(root.join("logs"))
-            .arg("--port-file")
-            .arg(&port_file)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(root.join("receiver.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs(10);
-        while !port_file.exists() {
-            assert!(Instant::now() < end, "receiver did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let port = std::fs::read_to_string(&port_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Receiver { child, port, root }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let c = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        c
-    }
-
-    /// Sends raw bytes, returns the whole response.
-    fn raw(&self, request: &[u8]) -> String {
-        let mut c = self.connect();
-        let _ = c.write_all(request);
-        let mut out = Vec::new();
-        let _ = c.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    fn post(&self, body: &str) -> String {
-        self.raw(
-            format!(
-                "POST /cobbler_api HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn threads(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
-            .unwrap()
-            .count()
-    }
-
-    fn logs(&self) -> PathBuf {
-        self.root.join("logs")
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-fn upload(system: &str, file: &str, size: i64, offset: i64, b64: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\"?><methodCall><methodName>upload_log_data</methodName><params>\
-         <param><value><string>{system}</string></value></param>\
-         <param><value><string>{file}</string></value></param>\
-         <param><value><int>{size}</int></value></param>\
-         <param><value><int>{offset}</int></value></param>\
-         <param><value><base64>{b64}</base64></value></param></params></methodCall>"
-    )
-}
-
-fn is_true(resp: &str) -> bool {
-    resp.starts_with("HTTP/1.1 200") && resp.contains("<boolean>1</boolean>")
-}
-
-fn is_false(resp: &str) -> bool {
-    resp.starts_with("HTTP/1.1 200") && resp.contains("<boolean>0</boolean>")
-}
-
-fn is_fault(resp: &str) -> bool {
-    resp.starts_with("HTTP/1.1 200") && resp.contains("<fault>")
-}
 
 #[test]
 fn http_framing_and_size_bounds() {
@@ -273,18 +168,4 @@ fn hostile_names_never_leave_the_log_directory() {
     );
     assert_eq!(Path::new("/tmp/x.log").exists(), tmp_x, "wrote /tmp/x.log");
     assert!(!r.logs().join("web01").exists() || tree(&r.logs().join("web01")).is_empty());
-}
-
-fn tree(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.extend(tree(&p));
-            }
-            out.push(p);
-        }
-    }
-    out
 }

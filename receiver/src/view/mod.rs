@@ -351,10 +351,16 @@ impl View {
         };
         let at = number(query, "at").filter(|&a| a < size);
         let (start, shown) = match at {
-            Some(at) => stretch(&fd, at.saturating_sub(AROUND), at + AROUND),
-            None => stretch(&fd, size.saturating_sub(TAIL), size),
+            // From a line start before `at` (or from `at` itself).
+            Some(at) => stretch(&fd, at.saturating_sub(AROUND), at + AROUND, at),
+            None => stretch(&fd, size.saturating_sub(TAIL), size, size.saturating_sub(1)),
         };
-        let mark = at.map(|a| ((a - start) as usize, number(query, "line").unwrap_or(0)));
+        let mark = at.map(|a| {
+            (
+                a.saturating_sub(start) as usize,
+                number(query, "line").unwrap_or(0),
+            )
+        });
         Reply::html(pages::file_page(system, file, size, start, &shown, mark))
     }
 
@@ -371,7 +377,7 @@ impl View {
                 (s, b, false)
             }
             _ => {
-                let (s, b) = stretch(&fd, size.saturating_sub(TAIL), size);
+                let (s, b) = stretch(&fd, size.saturating_sub(TAIL), size, size.saturating_sub(1));
                 (s, b, true)
             }
         };
@@ -442,13 +448,15 @@ fn query_without_part(query: &str) -> String {
 }
 
 /// Reads `from..to` (as much as there is), then starts at a line: unless it
-/// is the file's start, the first partial line is dropped.
-fn stretch(fd: &Fd, from: u64, to: u64) -> (u64, Vec<u8>) {
-    let (start, mut bytes) = read_at(fd, from, to - from);
+/// is the file's start, the partial line before the first newline is
+/// dropped, if that newline comes before `keep` (an offset to show).
+fn stretch(fd: &Fd, from: u64, to: u64, keep: u64) -> (u64, Vec<u8>) {
+    let (start, mut bytes) = read_at(fd, from, to.saturating_sub(from));
     if start == 0 {
         return (0, bytes);
     }
-    match bytes.iter().position(|&b| b == b'\n') {
+    let before = keep.saturating_sub(start).min(bytes.len() as u64) as usize;
+    match bytes[..before].iter().position(|&b| b == b'\n') {
         Some(nl) => {
             bytes.drain(..=nl);
             (start + nl as u64 + 1, bytes)
@@ -584,7 +592,8 @@ fn stream_events(
                 now.len() >= start_bytes.len() && now[..start_bytes.len()] != start_bytes[..]
             });
         if offset == u64::MAX || rewritten {
-            let (start, bytes) = stretch(&fd, size.saturating_sub(TAIL), size);
+            let (start, bytes) =
+                stretch(&fd, size.saturating_sub(TAIL), size, size.saturating_sub(1));
             let keep = text::utf8_cut(&bytes);
             offset = start + keep as u64;
             start_bytes = first(&fd);

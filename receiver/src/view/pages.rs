@@ -85,7 +85,7 @@ pub fn systems_live(all: &[SystemView], filter: Option<State>, now: i64, omitted
             v.files.len(),
             bytes(v.bytes),
             utc(v.last_upload),
-            ago(now - v.last_upload),
+            ago(now.saturating_sub(v.last_upload)),
             st = v.state.name(),
             why = v.reasons.first().map(|r| reason_html(&v.name, r)).unwrap_or_default(),
         );
@@ -145,7 +145,7 @@ pub fn system_live(v: &SystemView, now: i64) -> String {
         v.files.len(),
         bytes(v.bytes),
         utc(v.last_upload),
-        ago(now - v.last_upload)
+        ago(now.saturating_sub(v.last_upload))
     );
     if v.unscanned > 0 {
         let _ = write!(s, " · {} not checked yet", bytes(v.unscanned));
@@ -166,7 +166,7 @@ pub fn system_live(v: &SystemView, now: i64) -> String {
              <td class=\"n\">{}</td><td><a href=\"/raw/{name}/{file}\">download</a></td></tr>",
             bytes(f.size),
             utc(f.mtime),
-            ago(now - f.mtime)
+            ago(now.saturating_sub(f.mtime))
         );
     }
     s.push_str("</tbody></table>\n");
@@ -203,6 +203,7 @@ pub fn file_page(
     let mut pre = String::from("<pre id=\"text\">");
     match mark {
         Some((at, line)) => {
+            let at = at.min(shown.len());
             let line_end = shown[at..]
                 .iter()
                 .position(|&b| b == b'\n')
@@ -269,7 +270,7 @@ pub fn system_json(s: &mut String, v: &SystemView, now: i64, files: bool) {
         v.bytes,
         v.last_upload,
         utc(v.last_upload),
-        now - v.last_upload,
+        now.saturating_sub(v.last_upload),
         v.unscanned
     );
     for (i, r) in v.reasons.iter().enumerate() {
@@ -342,6 +343,8 @@ pub fn ago(secs: i64) -> String {
 /// `YYYY-MM-DD HH:MM:SS` for seconds since the epoch, UTC (the civil
 /// calendar from days, as in Howard Hinnant's `civil_from_days`).
 pub fn utc(t: i64) -> String {
+    // Years 0 to 9999: a planted file may carry any time at all.
+    let t = t.clamp(-62_167_219_200, 253_402_300_799);
     let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -370,6 +373,9 @@ mod tests {
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
         assert_eq!(utc(1_767_225_599), "2025-12-31 23:59:59");
         assert_eq!(utc(4_107_542_400), "2100-03-01 00:00:00");
+        assert_eq!(utc(i64::MIN), "0000-01-01 00:00:00");
+        assert_eq!(utc(i64::MAX), "9999-12-31 23:59:59");
+        assert_eq!(ago(i64::MIN), "0 s");
         assert_eq!(bytes(1023), "1023 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(256 << 20), "256.0 MiB");

@@ -235,19 +235,148 @@ pub struct Found {
     pub text: Vec<u8>,
 }
 
+/// Every line [`classify`] gives a signal for holds one of these (a test
+/// checks it), so only lines holding one are classified. They are found
+/// without looking at every byte: each is at least [`MIN_ANCHOR`] bytes
+/// long, so one of the four-byte windows taken every [`STRIDE`] bytes lies
+/// inside it, and [`FILTER`] holds every four-byte window of every anchor.
+const ANCHORS: [(&[u8], Group); 20] = [
+    (b"Traceback (", Group::Failure),
+    (b"traceback script(s)", Group::Failure),
+    (b"Out of memory:", Group::Failure),
+    (b"Call Trace:", Group::Failure),
+    (b"disk space", Group::Failure),
+    (b"error populating transaction", Group::Failure),
+    (b"crashed on signal", Group::Failure),
+    (b"NoSuchPackage", Group::Failure),
+    (b"Installation failed", Group::Failure),
+    (b"This is a fatal error", Group::Failure),
+    (b"POSTIN scriptlet", Group::Failure),
+    (b"the kickstart script at line", Group::Failure),
+    (b"Thread Failed: Ana", Group::Failure),
+    (b" dumped core", Group::Failure),
+    (b"base repo ", Group::Failure),
+    (b" requires ", Group::Failure),
+    (b"Thread Done: AnaInstallThread", Group::InstallDone),
+    (b"Running Thread: AnaConfigur", Group::ConfigStarted),
+    (b"to step complete", Group::StepComplete),
+    (b"Done: AnaConfigurationThread", Group::ConfigDone),
+];
+const MIN_ANCHOR: usize = 10;
+const STRIDE: usize = MIN_ANCHOR - 3;
+
+/// Which finding an anchor's line can give: once it is found, lines that
+/// can only give it again are not looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Failure,
+    InstallDone,
+    ConfigStarted,
+    ConfigDone,
+    StepComplete,
+}
+
+const WINDOW_COUNT: usize = {
+    let (mut n, mut i) = (0, 0);
+    while i < ANCHORS.len() {
+        assert!(ANCHORS[i].0.len() >= MIN_ANCHOR && ANCHORS[i].0.len() < 256);
+        n += ANCHORS[i].0.len() - 3;
+        i += 1;
+    }
+    n
+};
+
+/// Every four-byte window of every anchor: (the window's bytes, the
+/// anchor, where in it), sorted by window.
+static WINDOWS: [(u32, u8, u8); WINDOW_COUNT] = {
+    let mut w = [(0u32, 0u8, 0u8); WINDOW_COUNT];
+    let (mut n, mut i) = (0, 0);
+    while i < ANCHORS.len() {
+        let a = ANCHORS[i].0;
+        let mut k = 0;
+        while k + 4 <= a.len() {
+            w[n] = (
+                u32::from_le_bytes([a[k], a[k + 1], a[k + 2], a[k + 3]]),
+                i as u8,
+                k as u8,
+            );
+            n += 1;
+            k += 1;
+        }
+        i += 1;
+    }
+    // Insertion sort (const fn has no sort).
+    let mut j = 1;
+    while j < WINDOW_COUNT {
+        let mut m = j;
+        while m > 0 && w[m - 1].0 > w[m].0 {
+            let t = w[m - 1];
+            w[m - 1] = w[m];
+            w[m] = t;
+            m -= 1;
+        }
+        j += 1;
+    }
+    w
+};
+
+/// The windows, hashed into 65536 bits (about 300 set: a window of
+/// ordinary text hits one time in 200), so most windows cost one lookup.
+static FILTER: [u64; 1024] = {
+    let mut f = [0u64; 1024];
+    let mut i = 0;
+    while i < WINDOW_COUNT {
+        let h = slot(WINDOWS[i].0);
+        f[h >> 6] |= 1 << (h & 63);
+        i += 1;
+    }
+    f
+};
+
+const fn slot(four: u32) -> usize {
+    (four.wrapping_mul(0x9e37_79b1) >> 16) as usize
+}
+
+/// Where an anchor of a group `wanted` starts, at or after `from`, if one
+/// holds the four bytes at `i`.
+fn anchor_around(
+    bytes: &[u8],
+    from: usize,
+    i: usize,
+    wanted: impl Fn(Group) -> bool,
+) -> Option<usize> {
+    let w = match bytes.get(i..i + 4) {
+        Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
+        _ => return None,
+    };
+    let h = slot(w);
+    if FILTER[h >> 6] & (1 << (h & 63)) == 0 {
+        return None;
+    }
+    let first = WINDOWS.partition_point(|e| e.0 < w);
+    WINDOWS[first..]
+        .iter()
+        .take_while(|e| e.0 == w)
+        .find_map(|&(_, a, k)| {
+            let (anchor, group) = ANCHORS[usize::from(a)];
+            let p = i.checked_sub(usize::from(k)).filter(|&p| p >= from)?;
+            (wanted(group) && bytes.get(p..)?.starts_with(anchor)).then_some(p)
+        })
+}
+
 /// Checks a file's lines as its bytes arrive. Feed it each new stretch in
 /// order; it keeps only the line in progress (at most [`MAX_LINE`] bytes of
-/// it) and what it found.
+/// it) and the first line of each kind it found.
 #[derive(Debug, Default, Clone)]
 pub struct Scanner {
     /// Bytes fed so far.
     pub scanned: u64,
+    /// Complete lines fed so far.
     lines: u64,
     /// The start of the line in progress (up to MAX_LINE bytes).
     carry: Vec<u8>,
     line_start: u64,
     pub failure: Option<Found>,
-    pub failures: u64,
     pub install_done: Option<Found>,
     pub config_started: bool,
     pub config_done: Option<Found>,
@@ -259,31 +388,35 @@ impl Scanner {
     /// only if `failures` (not in first-boot logs).
     pub fn feed(&mut self, data: &[u8], failures: bool) {
         let mut rest = data;
-        while !rest.is_empty() {
-            match rest.iter().position(|&b| b == b'\n') {
-                Some(nl) => {
-                    let piece = &rest[..nl];
-                    if self.carry.is_empty() {
-                        self.line(&piece[..piece.len().min(MAX_LINE)], failures);
-                    } else {
-                        self.keep(piece);
-                        let line = std::mem::take(&mut self.carry);
-                        self.line(&line, failures);
-                        self.carry = line;
-                        self.carry.clear();
-                    }
-                    self.scanned += nl as u64 + 1;
-                    self.lines += 1;
-                    self.line_start = self.scanned;
-                    rest = &rest[nl + 1..];
-                }
-                None => {
-                    self.keep(rest);
-                    self.scanned += rest.len() as u64;
-                    rest = &[];
-                }
-            }
+        if self.scanned > self.line_start {
+            // A line in progress: complete it first.
+            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                self.keep(rest);
+                self.scanned += rest.len() as u64;
+                return;
+            };
+            self.keep(&rest[..nl]);
+            let line = std::mem::take(&mut self.carry);
+            self.line(&line, self.lines + 1, self.line_start, failures);
+            self.carry = line;
+            self.carry.clear();
+            self.next_line(nl as u64 + 1, 1);
+            rest = &rest[nl + 1..];
         }
+        if let Some(last) = rest.iter().rposition(|&b| b == b'\n') {
+            let body = &rest[..=last];
+            self.lines_in(body, failures);
+            self.next_line(body.len() as u64, newlines(body));
+            rest = &rest[last + 1..];
+        }
+        self.keep(rest);
+        self.scanned += rest.len() as u64;
+    }
+
+    fn next_line(&mut self, bytes: u64, lines: u64) {
+        self.scanned += bytes;
+        self.lines += lines;
+        self.line_start = self.scanned;
     }
 
     fn keep(&mut self, piece: &[u8]) {
@@ -292,12 +425,54 @@ impl Scanner {
             .extend_from_slice(&piece[..piece.len().min(room)]);
     }
 
-    fn line(&mut self, line: &[u8], failures: bool) {
+    /// Checks the complete lines `body` (which ends with a newline and
+    /// starts at `self.scanned`, line `self.lines + 1`): only lines holding
+    /// an anchor are classified, each once.
+    fn lines_in(&mut self, body: &[u8], failures: bool) {
+        let (mut number, mut counted) = (self.lines + 1, 0);
+        // Where the search for a line's start may stop: no newline lies
+        // between it and `counted`'s line start.
+        let mut known_start = 0;
+        let mut i = 0;
+        while i < body.len() {
+            let Some(at) = anchor_around(body, known_start, i, |g| self.wants(g, failures)) else {
+                i += STRIDE;
+                continue;
+            };
+            let start = body[known_start..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(known_start, |n| known_start + n + 1);
+            number += newlines(&body[counted..start]);
+            counted = start;
+            let end = body[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(body.len(), |n| at + n);
+            let text = &body[start..end.min(start + MAX_LINE)];
+            self.line(text, number, self.scanned + start as u64, failures);
+            // The rest of this line says nothing more; go on after it.
+            known_start = end + 1;
+            i = end + 1;
+        }
+    }
+
+    /// Whether lines of `group` can still tell anything new.
+    fn wants(&self, group: Group, failures: bool) -> bool {
+        match group {
+            Group::Failure => failures && self.failure.is_none(),
+            Group::InstallDone => self.install_done.is_none(),
+            Group::ConfigStarted => !self.config_started,
+            Group::ConfigDone => self.config_done.is_none(),
+            Group::StepComplete => self.step_complete.is_none(),
+        }
+    }
+
+    fn line(&mut self, line: &[u8], number: u64, offset: u64, failures: bool) {
         let text = String::from_utf8_lossy(line);
         let Some(signal) = classify(&text) else {
             return;
         };
-        let (number, offset) = (self.lines + 1, self.line_start);
         let found = || Found {
             why: match signal {
                 Signal::Failure(why) => why,
@@ -309,10 +484,7 @@ impl Scanner {
         };
         match signal {
             Signal::Failure(_) if failures => {
-                self.failures += 1;
-                if self.failure.is_none() {
-                    self.failure = Some(found());
-                }
+                self.failure = self.failure.take().or_else(|| Some(found()))
             }
             Signal::Failure(_) => {}
             Signal::InstallDone => {
@@ -327,6 +499,21 @@ impl Scanner {
             }
         }
     }
+}
+
+/// Newlines in `bytes`, eight bytes at a time.
+fn newlines(bytes: &[u8]) -> u64 {
+    const LOW: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let (words, rest) = bytes.as_chunks::<8>();
+    let mut n = rest.iter().filter(|&&b| b == b'\n').count() as u64;
+    for w in words {
+        // A byte of v is zero where the byte was a newline; its high bit in
+        // `nonzero` is set for every other byte.
+        let v = u64::from_ne_bytes(*w) ^ 0x0a0a_0a0a_0a0a_0a0a;
+        let nonzero = ((v & LOW).wrapping_add(LOW)) | v;
+        n += u64::from((!nonzero & !LOW).count_ones());
+    }
+    n
 }
 
 /// One file of a system, as the state rules see it.
@@ -486,6 +673,160 @@ mod tests {
         assert_eq!(classify("moving (-1) to step complete"), None);
     }
 
+    #[test]
+    fn every_pattern_holds_an_anchor() {
+        let anchored =
+            |p: &str| (0..p.len()).any(|i| anchor_around(p.as_bytes(), 0, i, |_| true).is_some());
+        for (pattern, _) in FAILURES {
+            assert!(anchored(pattern), "{pattern}");
+        }
+        for line in [
+            "Process 1 (anaconda) of user 0 dumped core",
+            "packaging: base repo (x) not valid",
+            "packaging: a requires b",
+            "Thread Done: AnaInstallThread",
+            "Running Thread: AnaConfigurationThread",
+            "Thread Done: AnaConfigurationThread",
+            "moving (1) to step complete",
+        ] {
+            assert!(classify(line).is_some() && anchored(line), "{line}");
+        }
+        assert!(!anchored("INFO anaconda: nothing to see\n"));
+    }
+
+    #[test]
+    fn newlines_are_counted_and_every_anchor_place_is_found() {
+        let text = b"a\nbb\n\n\xff\n\x0a\x8a\x0b\n".repeat(37);
+        assert_eq!(
+            newlines(&text),
+            text.iter().filter(|&&b| b == b'\n').count() as u64
+        );
+        // Each anchor at every offset and line length: found once, in its line.
+        for pad in 0..40 {
+            for (a, _) in ANCHORS {
+                let mut body = b"x\n".repeat(pad % 3);
+                body.extend(std::iter::repeat_n(b'.', pad));
+                body.extend_from_slice(a);
+                body.extend_from_slice(b" tail\nnext\n");
+                let mut s = Scanner::default();
+                s.lines_in(&body, true);
+                let found = [
+                    &s.failure,
+                    &s.install_done,
+                    &s.config_done,
+                    &s.step_complete,
+                ]
+                .into_iter()
+                .flatten()
+                .count()
+                    + usize::from(s.config_started);
+                let line = String::from_utf8_lossy(&body[2 * (pad % 3)..])
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .to_string();
+                assert_eq!(found, usize::from(classify(&line).is_some()), "{line:?}");
+                if let Some(f) = s.failure.as_ref().or(s.install_done.as_ref()) {
+                    assert_eq!(
+                        (f.line, f.offset),
+                        ((pad % 3) as u64 + 1, 2 * (pad % 3) as u64)
+                    );
+                }
+            }
+        }
+    }
+
+    /// What the scanner must find: every line classified, one by one.
+    fn reference(log: &[u8]) -> [Option<(u64, u64)>; 4] {
+        let (mut out, mut offset) = ([None; 4], 0);
+        let mut lines = log.split(|&b| b == b'\n').peekable();
+        let mut number = 1;
+        while let Some(line) = lines.next() {
+            if lines.peek().is_none() {
+                break; // no newline after it: not a line yet
+            }
+            let cut = &line[..line.len().min(MAX_LINE)];
+            let slot = match classify(&String::from_utf8_lossy(cut)) {
+                Some(Signal::Failure(_)) => Some(0),
+                Some(Signal::InstallDone) => Some(1),
+                Some(Signal::ConfigDone) => Some(2),
+                Some(Signal::StepComplete) => Some(3),
+                _ => None,
+            };
+            if let Some(k) = slot {
+                out[k] = out[k].or(Some((number, offset)));
+            }
+            offset += line.len() as u64 + 1;
+            number += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn finds_what_a_line_by_line_check_finds_however_the_bytes_come() {
+        let pieces: [&[u8]; 13] = [
+            b"INFO anaconda: x ",
+            b"Traceback (most recent call last):",
+            b"Call Trace: IGNORED",
+            b"Thread Done: AnaInstallThread (1)",
+            b"Thread Done: AnaConfigurationThread (2)",
+            b"moving (1) to step complete",
+            b"packaging: a requires b",
+            b"\n",
+            b"\n\n",
+            b"\xff\xe2\x82",
+            b"Process 12 (anaconda) of user 0 dumped core",
+            b"..........",
+            b"base repo  requires  dumped core",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..600 {
+            let mut log = Vec::new();
+            for _ in 0..next(60) {
+                log.extend_from_slice(pieces[next(pieces.len())]);
+                if next(9) == 0 {
+                    log.extend(std::iter::repeat_n(b'-', next(1500)));
+                }
+            }
+            let mut s = Scanner::default();
+            let mut at = 0;
+            while at < log.len() {
+                let n = (next(300) + 1).min(log.len() - at);
+                s.feed(&log[at..at + n], true);
+                at += n;
+            }
+            let place = |f: &Option<Found>| f.as_ref().map(|f| (f.line, f.offset));
+            let got = [
+                place(&s.failure),
+                place(&s.install_done),
+                place(&s.config_done),
+                place(&s.step_complete),
+            ];
+            assert_eq!(got, reference(&log), "{:?}", String::from_utf8_lossy(&log));
+            assert_eq!(s.scanned, log.len() as u64);
+        }
+    }
+
+    #[test]
+    fn invalid_bytes_keep_offsets_and_line_numbers() {
+        let log = b"\xff\xfe one\n\x80 two\xc3\n\xe2\x82 three Out of memory: x\xff\nend\n";
+        for split in 0..log.len() {
+            let mut s = Scanner::default();
+            s.feed(&log[..split], true);
+            s.feed(&log[split..], true);
+            let f = s.failure.expect("found");
+            assert_eq!((f.line, f.offset), (3, 14), "split at {split}");
+            assert_eq!(f.text, b"\xe2\x82 three Out of memory: x\xff");
+            assert_eq!(s.scanned, log.len() as u64);
+        }
+    }
+
     fn scan(chunks: &[&[u8]]) -> Scanner {
         let mut s = Scanner::default();
         for c in chunks {
@@ -501,7 +842,6 @@ mod tests {
         let f = s.failure.clone().unwrap();
         assert_eq!((f.line, f.offset), (3, 8));
         assert_eq!(f.text, b"12:00 Traceback (most recent call last):");
-        assert_eq!(s.failures, 2);
         // Byte by byte gives the same.
         let all = b"one\ntwo\n12:00 Traceback (most recent call last):\nTraceback (again\n";
         let mut one = Scanner::default();
