@@ -67,7 +67,7 @@ fn states_follow_what_arrives_and_link_to_the_line() {
     );
     // The list links the line; the link shows it in place, marked.
     let list = r.get("/").text();
-    let link = "/s/web02/anaconda.log?at=18#match";
+    let link = "/s/web02/anaconda.log?at=18&amp;line=2#match";
     assert!(
         list.contains(&format!("<a href=\"{link}\">anaconda.log:2</a>")),
         "{list}"

@@ -87,7 +87,7 @@ pub fn systems_live(all: &[SystemView], filter: Option<State>, now: i64, omitted
             utc(v.last_upload),
             ago(now.saturating_sub(v.last_upload)),
             st = v.state.name(),
-            why = v.reasons.first().map(|r| reason_html(&v.name, r)).unwrap_or_default(),
+            why = v.reasons.first().map(|r| reason_html(&v.name, v.state, r)).unwrap_or_default(),
         );
     }
     s.push_str("</tbody></table>\n");
@@ -113,19 +113,21 @@ fn sorted(all: &[SystemView], filter: Option<State>) -> Vec<&SystemView> {
 }
 
 /// Why, with a link to the line: `<div class="why">file:line why: text</div>`.
-fn reason_html(system: &str, r: &Reason) -> String {
+fn reason_html(system: &str, state: State, r: &Reason) -> String {
+    let st = state.name();
     let (sys, file) = (text::html(system.as_bytes()), text::html(r.file.as_bytes()));
     match &r.found {
         Some(f) => format!(
-            "<div class=\"why\"><a href=\"/s/{sys}/{file}?at={}#match\">{file}:{}</a> {}: \
+                        "<div class=\"why {st}\"><a href=\"/s/{sys}/{file}?at={}&amp;line={}#match\">{file}:{}</a> {}: \
              <code>{}</code></div>",
             f.offset,
+            f.line,
             f.line,
             r.why,
             text::html(&f.text)
         ),
         None => format!(
-            "<div class=\"why\"><a href=\"/s/{sys}/{file}\">{file}</a> {}</div>",
+            "<div class=\"why {st}\"><a href=\"/s/{sys}/{file}\">{file}</a> {}</div>",
             r.why
         ),
     }
@@ -152,7 +154,7 @@ pub fn system_live(v: &SystemView, now: i64) -> String {
     }
     s.push_str("</p>\n");
     for r in &v.reasons {
-        s.push_str(&reason_html(&v.name, r));
+        s.push_str(&reason_html(&v.name, v.state, r));
     }
     s.push_str(
         "<table id=\"files\"><thead><tr><th>file</th><th class=\"n\">bytes</th>\
