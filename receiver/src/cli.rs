@@ -67,6 +67,11 @@ pub struct Args {
     /// --listen with port 0)
     #[argh(option)]
     port_file: Option<PathBuf>,
+    /// a load balancer or proxy in front (repeatable): for requests from
+    /// it, the client is the last X-Forwarded-For address (rate caps and
+    /// log lines then count each agent, not the proxy)
+    #[argh(option)]
+    trusted_proxy: Vec<String>,
     /// serve the read-only live view (pages, JSON, /metrics) on this
     /// address and port (default: no view)
     #[argh(option)]
@@ -103,6 +108,7 @@ pub struct Config {
     pub call_log: Option<PathBuf>,
     pub port_file: Option<PathBuf>,
     pub view: Option<crate::view::Settings>,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 pub enum Command {
@@ -207,6 +213,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         call_log: a.call_log,
         port_file: a.port_file,
         view,
+        trusted_proxies: a
+            .trusted_proxy
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|_| format!("--trusted-proxy {p:?}: expected an IP address"))
+            })
+            .collect::<Result<_, _>>()?,
     })))
 }
 
@@ -276,6 +290,8 @@ mod tests {
             &["--rate", "0"],
             &["--bogus"],
             &["--token-file", "/nonexistent/token"],
+            &["--trusted-proxy", "proxy.lab"],
+            &["--view", "nowhere"],
         ] {
             let e = run(bad).unwrap_err();
             assert!(!e.contains('\n'), "{e}");

@@ -18,6 +18,10 @@ pub const RPC_PATHS: [&str; 3] = ["/cobbler_api", "/RPC2", "/"];
 #[derive(Debug)]
 pub struct Request {
     pub body: Vec<u8>,
+    /// The address a proxy in front says the request came from: the last
+    /// entry of the last `X-Forwarded-For` header (the one the nearest
+    /// proxy added; the ones before it are the client's to invent).
+    pub forwarded_for: Option<std::net::IpAddr>,
 }
 
 /// A request that gets an HTTP error (or nothing, if the client is gone).
@@ -45,6 +49,15 @@ impl Head {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The last value of the header `name`.
+    pub fn last_header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
@@ -177,7 +190,14 @@ pub fn read_request(
             )));
         }
     }
-    Ok(Request { body })
+    let forwarded_for = head
+        .last_header("x-forwarded-for")
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|a| a.trim().parse().ok());
+    Ok(Request {
+        body,
+        forwarded_for,
+    })
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
