@@ -12,7 +12,6 @@
 //! must not serve another file's contents).
 
 use super::state::{self, Kind, Reason, Scanner, State};
-use crate::rpc::{valid_file_name, valid_system_name};
 use crate::sys::{self, Fd};
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -266,7 +265,7 @@ fn list_systems(dir: &Fd) -> Vec<(String, i64)> {
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let meta = e.metadata().ok()?; // lstat: a symlink is not a directory
-            (meta.is_dir() && valid_system_name(&name)).then(|| (name, meta.mtime()))
+            (meta.is_dir() && anamon_names::is_system_name(&name)).then(|| (name, meta.mtime()))
         })
         .collect()
 }
@@ -281,7 +280,7 @@ fn list_files(dir: &Fd) -> Vec<(String, u64, u64, i64)> {
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let meta = e.metadata().ok()?;
-            (meta.file_type().is_file() && meta.nlink() == 1 && valid_file_name(&name))
+            (meta.file_type().is_file() && meta.nlink() == 1 && anamon_names::is_file_name(&name))
                 .then(|| (name, meta.ino(), meta.size(), meta.mtime()))
         })
         .collect();
@@ -292,7 +291,7 @@ fn list_files(dir: &Fd) -> Vec<(String, u64, u64, i64)> {
 /// Opens `<dir>/<system>` read-only, never through a symlink; None if it is
 /// not a plain directory now.
 pub fn open_system(dir: &Fd, system: &str) -> Option<Fd> {
-    if !valid_system_name(system) {
+    if !anamon_names::is_system_name(system) {
         return None;
     }
     sys::open_dir_below(dir, &CString::new(system).ok()?).ok()
@@ -314,7 +313,7 @@ fn same_inode(a: libc::ino_t, b: u64) -> bool {
 
 /// [`open_file`] with the file's status.
 pub fn open_log(sys_dir: &Fd, file: &str) -> Option<(Fd, libc::stat)> {
-    if !valid_file_name(file) {
+    if !anamon_names::is_file_name(file) {
         return None;
     }
     let fd = sys::open_read_below(sys_dir, &CString::new(file).ok()?).ok()?;

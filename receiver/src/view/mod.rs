@@ -23,7 +23,7 @@ mod text;
 use crate::http::{self, Head, Reject};
 use crate::limits::Slots;
 use crate::metrics::{family, COUNTERS};
-use crate::rpc::{valid_file_name, valid_system_name, Service};
+use crate::rpc::Service;
 use crate::sys::{self, Fd};
 use index::Index;
 use state::State;
@@ -185,8 +185,8 @@ fn route(path: &str) -> Option<Route<'_>> {
         .trim_end_matches('/')
         .split('/')
         .collect();
-    let sys_ok = |s: &str| valid_system_name(s);
-    let file_ok = |f: &str| valid_file_name(f);
+    let sys_ok = |s: &str| anamon_names::is_system_name(s);
+    let file_ok = |f: &str| anamon_names::is_file_name(f);
     Some(match parts.as_slice() {
         [""] => Route::Systems,
         ["s", s] if sys_ok(s) => Route::System(s),
