@@ -13,7 +13,6 @@
 
 use super::state::{self, Kind, Reason, Scanner, State};
 use crate::sys::{self, Fd};
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
@@ -34,9 +33,39 @@ const COST_SHARE: u32 = 10;
 const HEAD: usize = 64;
 const CHUNK: usize = 256 << 10;
 
+/// Name-sorted (name, value) pairs: the index's maps, rebuilt in name order
+/// at every refresh.
+type Named<T> = Vec<(String, T)>;
+
+/// `new` (sorted, unique names) with each entry's value from `old` (sorted)
+/// if it is there, made by `make` if not.
+fn merge<T, U>(
+    old: Named<T>,
+    new: Vec<(String, U)>,
+    mut make: impl FnMut(&str, Option<T>, U) -> Option<T>,
+) -> Named<T> {
+    let mut old = old.into_iter().peekable();
+    let mut out = Vec::with_capacity(new.len());
+    for (name, facts) in new {
+        while old.next_if(|(o, _)| *o < name).is_some() {}
+        let kept = old.next_if(|(o, _)| *o == name).map(|(_, v)| v);
+        if let Some(v) = make(&name, kept, facts) {
+            out.push((name, v));
+        }
+    }
+    out
+}
+
+fn find<'a, T>(named: &'a Named<T>, name: &str) -> Option<&'a T> {
+    named
+        .binary_search_by(|(n, _)| n.as_str().cmp(name))
+        .ok()
+        .map(|i| &named[i].1)
+}
+
 #[derive(Default)]
 pub struct Index {
-    systems: BTreeMap<String, System>,
+    systems: Named<System>,
     /// Systems left out (over MAX_SYSTEMS).
     pub omitted: usize,
     last: Option<Instant>,
@@ -47,7 +76,7 @@ pub struct Index {
 
 #[derive(Default)]
 struct System {
-    files: BTreeMap<String, Entry>,
+    files: Named<Entry>,
     omitted_files: usize,
 }
 
@@ -102,24 +131,23 @@ impl Index {
     fn refresh(&mut self, dir: &Fd, budget: u64) {
         let mut seen = list_systems(dir);
         if seen.len() > MAX_SYSTEMS {
-            seen.sort_by_key(|(_, mtime)| std::cmp::Reverse(*mtime));
+            seen.select_nth_unstable_by_key(MAX_SYSTEMS, |(_, mtime)| std::cmp::Reverse(*mtime));
             self.omitted = seen.len() - MAX_SYSTEMS;
             seen.truncate(MAX_SYSTEMS);
         } else {
             self.omitted = 0;
         }
-        let mut systems = std::mem::take(&mut self.systems);
-        for (name, _) in seen {
-            let mut sys = systems.remove(&name).unwrap_or_default();
-            let Some(fd) = open_system(dir, &name) else {
-                continue;
-            };
+        seen.sort_unstable();
+        let old = std::mem::take(&mut self.systems);
+        self.systems = merge(old, seen, |name, kept, _| {
+            let mut sys = kept.unwrap_or_default();
+            let fd = open_system(dir, name)?;
             let mut files = list_files(&fd);
             sys.omitted_files = files.len().saturating_sub(MAX_FILES);
             files.truncate(MAX_FILES);
-            let mut old = std::mem::take(&mut sys.files);
-            for (file, ino, size, mtime) in files {
-                let mut e = old.remove(&file).unwrap_or(Entry {
+            let old = std::mem::take(&mut sys.files);
+            sys.files = merge(old, files, |_, kept, (ino, size, mtime)| {
+                let mut e = kept.unwrap_or(Entry {
                     ino,
                     size,
                     mtime,
@@ -132,44 +160,45 @@ impl Index {
                     e.scanner = Scanner::default();
                 }
                 (e.ino, e.size, e.mtime) = (ino, size, mtime);
-                sys.files.insert(file, e);
-            }
-            self.systems.insert(name, sys);
-        }
+                Some(e)
+            });
+            Some(sys)
+        });
         self.read_new_bytes(dir, budget);
     }
 
     fn read_new_bytes(&mut self, dir: &Fd, mut budget: u64) {
-        let pending: Vec<(String, String)> = self
+        let pending: Vec<(usize, usize)> = self
             .systems
             .iter()
-            .flat_map(|(s, sys)| {
+            .enumerate()
+            .flat_map(|(s, (_, sys))| {
                 sys.files
                     .iter()
-                    .filter(|(_, e)| e.size > e.scanner.scanned)
-                    .map(move |(f, _)| (s.clone(), f.clone()))
+                    .enumerate()
+                    .filter(|(_, (_, e))| e.size > e.scanner.scanned)
+                    .map(move |(f, _)| (s, f))
             })
             .collect();
         // Go on after the file the last refresh stopped at, so a huge log
         // does not keep the others waiting.
+        let name = |(s, f): (usize, usize)| {
+            let (system, sys) = &self.systems[s];
+            (system.clone(), sys.files[f].0.clone())
+        };
         let start = match &self.resume {
-            Some(r) => pending.iter().position(|p| p >= r).unwrap_or(0),
+            Some(r) => pending.iter().position(|&p| name(p) >= *r).unwrap_or(0),
             None => 0,
         };
         self.resume = None;
         let mut buf = Vec::new();
-        for (system, file) in pending[start..].iter().chain(&pending[..start]) {
+        for &(s, f) in pending[start..].iter().chain(&pending[..start]) {
+            let (system, sys) = &mut self.systems[s];
+            let (file, e) = &mut sys.files[f];
             if budget == 0 {
                 self.resume = Some((system.clone(), file.clone()));
                 break;
             }
-            let Some(e) = self
-                .systems
-                .get_mut(system)
-                .and_then(|s| s.files.get_mut(file))
-            else {
-                continue;
-            };
             let Some(fd) = open_system(dir, system).and_then(|d| open_file(&d, file, e.ino)) else {
                 continue;
             };
@@ -214,9 +243,7 @@ impl Index {
     }
 
     pub fn system(&self, name: &str, now: i64, window: i64) -> Option<SystemView> {
-        self.systems
-            .get(name)
-            .map(|sys| view_of(name, sys, now, window))
+        find(&self.systems, name).map(|sys| view_of(name, sys, now, window))
     }
 }
 
@@ -244,11 +271,18 @@ fn view_of(name: &str, sys: &System, now: i64, window: i64) -> SystemView {
                 mtime: e.mtime,
             })
             .collect(),
-        bytes: sys.files.values().map(|e| e.size).sum(),
-        last_upload: sys.files.values().map(|e| e.mtime).max().unwrap_or(0),
+        bytes: sys.files.iter().map(|(_, e)| e).map(|e| e.size).sum(),
+        last_upload: sys
+            .files
+            .iter()
+            .map(|(_, e)| e)
+            .map(|e| e.mtime)
+            .max()
+            .unwrap_or(0),
         unscanned: sys
             .files
-            .values()
+            .iter()
+            .map(|(_, e)| e)
             .map(|e| e.size.saturating_sub(e.scanner.scanned))
             .sum(),
         omitted_files: sys.omitted_files,
@@ -270,8 +304,8 @@ fn list_systems(dir: &Fd) -> Vec<(String, i64)> {
         .collect()
 }
 
-/// A system directory's plain files: (name, inode, size, mtime), by name.
-fn list_files(dir: &Fd) -> Vec<(String, u64, u64, i64)> {
+/// A system directory's plain files: (name, (inode, size, mtime)), by name.
+fn list_files(dir: &Fd) -> Vec<(String, (u64, u64, i64))> {
     let Ok(rd) = std::fs::read_dir(sys::fd_path(dir)) else {
         return Vec::new();
     };
@@ -281,10 +315,10 @@ fn list_files(dir: &Fd) -> Vec<(String, u64, u64, i64)> {
             let name = e.file_name().into_string().ok()?;
             let meta = e.metadata().ok()?;
             (meta.file_type().is_file() && meta.nlink() == 1 && anamon_names::is_file_name(&name))
-                .then(|| (name, meta.ino(), meta.size(), meta.mtime()))
+                .then(|| (name, (meta.ino(), meta.size(), meta.mtime())))
         })
         .collect();
-    files.sort();
+    files.sort_unstable();
     files
 }
 
@@ -370,7 +404,10 @@ mod tests {
         // Nothing new: nothing read (the scanner is where it was).
         ix.refresh(&dir, 1000);
         assert_eq!(
-            ix.systems["web01"].files["anaconda.log"].scanner.scanned,
+            find(&find(&ix.systems, "web01").unwrap().files, "anaconda.log")
+                .unwrap()
+                .scanner
+                .scanned,
             3036
         );
         std::fs::remove_dir_all(&root).unwrap();

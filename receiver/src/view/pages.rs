@@ -108,7 +108,9 @@ fn sorted(all: &[SystemView], filter: Option<State>) -> Vec<&SystemView> {
         .iter()
         .filter(|v| filter.is_none_or(|f| v.state == f))
         .collect();
-    v.sort_by(|a, b| (a.state, b.last_upload, &a.name).cmp(&(b.state, a.last_upload, &b.name)));
+    v.sort_unstable_by(|a, b| {
+        (a.state, b.last_upload, &a.name).cmp(&(b.state, a.last_upload, &b.name))
+    });
     v
 }
 

@@ -320,10 +320,10 @@ static WINDOWS: [(u32, u8, u8); WINDOW_COUNT] = {
     w
 };
 
-/// The windows, hashed into 65536 bits (about 300 set: a window of
-/// ordinary text hits one time in 200), so most windows cost one lookup.
-static FILTER: [u64; 1024] = {
-    let mut f = [0u64; 1024];
+/// The windows, hashed into 16384 bits (about 300 set: a window of
+/// ordinary text hits one time in 50), so most windows cost one lookup.
+static FILTER: [u64; 256] = {
+    let mut f = [0u64; 256];
     let mut i = 0;
     while i < WINDOW_COUNT {
         let h = slot(WINDOWS[i].0);
@@ -334,7 +334,7 @@ static FILTER: [u64; 1024] = {
 };
 
 const fn slot(four: u32) -> usize {
-    (four.wrapping_mul(0x9e37_79b1) >> 16) as usize
+    (four.wrapping_mul(0x9e37_79b1) >> 18) as usize
 }
 
 /// Where an anchor of a group `wanted` starts, at or after `from`, if one
