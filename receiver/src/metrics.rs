@@ -116,43 +116,35 @@ impl Counters {
 
     /// The counters in the exposition format.
     pub fn render(&self, out: &mut String) {
-        family(
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let uploads = "upload_log_data calls stored and answered True";
+        sample(
             out,
             "anamon_receiver_uploads_total",
             "counter",
-            "upload_log_data calls stored and answered True",
+            uploads,
+            load(&self.uploads),
         );
-        let _ = writeln!(
-            out,
-            "anamon_receiver_uploads_total {}",
-            self.uploads.load(Ordering::Relaxed)
-        );
-        family(
+        let bytes = "bytes of log data stored";
+        sample(
             out,
             "anamon_receiver_stored_bytes_total",
             "counter",
-            "bytes of log data stored",
+            bytes,
+            load(&self.bytes),
         );
-        let _ = writeln!(
-            out,
-            "anamon_receiver_stored_bytes_total {}",
-            self.bytes.load(Ordering::Relaxed)
-        );
-        family(
-            out,
-            "anamon_receiver_refusals_total",
-            "counter",
-            "requests not stored, by cause",
-        );
+        let name = "anamon_receiver_refusals_total";
+        family(out, name, "counter", "requests not stored, by cause");
         for (cause, n) in Cause::ALL.iter().zip(&self.refused) {
-            let _ = writeln!(
-                out,
-                "anamon_receiver_refusals_total{{cause=\"{}\"}} {}",
-                cause.label(),
-                n.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "{name}{{cause=\"{}\"}} {}", cause.label(), load(n));
         }
     }
+}
+
+/// A metric family of one sample without labels.
+pub fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// The `# HELP` and `# TYPE` lines of a metric family.

@@ -110,27 +110,40 @@ pub fn ftruncate(fd: &Fd, len: u64) -> io::Result<()> {
 /// Writes all of `data` at `offset`, or fails.
 pub fn pwrite_all(fd: &Fd, mut data: &[u8], mut offset: u64) -> io::Result<()> {
     while !data.is_empty() {
-        let off = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        let off = file_offset(offset)?;
         // SAFETY: `data` is a live slice of `data.len()` readable bytes.
-        let n = unsafe { libc::pwrite(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), off) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let n = retry_eintr(|| unsafe {
+            libc::pwrite(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), off)
+        })?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "pwrite wrote nothing",
             ));
         }
-        data = &data[n as usize..];
+        data = &data[n..];
         offset += n as u64;
     }
     Ok(())
+}
+
+fn file_offset(offset: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))
+}
+
+/// Runs a read or write call until it is not interrupted by a signal.
+fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 pub fn fdatasync(fd: &Fd) -> io::Result<()> {
@@ -217,22 +230,16 @@ pub fn open_read_below(dir: &Fd, name: &CStr) -> io::Result<Fd> {
 pub fn pread_full(fd: &Fd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        let off = libc::off_t::try_from(offset + done as u64)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        let off = file_offset(offset + done as u64)?;
         let rest = &mut buf[done..];
         // SAFETY: `rest` is a live, writable slice of `rest.len()` bytes.
-        let n = unsafe { libc::pread(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), off) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let n = retry_eintr(|| unsafe {
+            libc::pread(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), off)
+        })?;
         if n == 0 {
             break;
         }
-        done += n as usize;
+        done += n;
     }
     Ok(done)
 }

@@ -358,7 +358,6 @@ pub fn open_log(sys_dir: &Fd, file: &str) -> Option<(Fd, libc::stat)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use std::path::PathBuf;
 
     /// Long after any file here was written: nothing is "installing".
@@ -371,23 +370,14 @@ mod tests {
         p
     }
 
-    fn append(path: &std::path::Path, data: &[u8]) {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap()
-            .write_all(data)
-            .unwrap();
-    }
-
     #[test]
     fn reads_each_byte_once_within_the_budget() {
         let root = scratch("budget");
         std::fs::create_dir(root.join("web01")).unwrap();
         let log = root.join("web01/anaconda.log");
-        append(&log, &vec![b'.'; 3000]);
-        append(&log, b"\nTraceback (most recent call last):\n");
+        let mut text = vec![b'.'; 3000];
+        text.extend_from_slice(b"\nTraceback (most recent call last):\n");
+        std::fs::write(&log, text).unwrap();
         let dir = sys::open_dir(&root).unwrap();
         let mut ix = Index::default();
         // 1000 bytes a refresh: four refreshes to reach the traceback.
@@ -418,7 +408,7 @@ mod tests {
         let root = scratch("rewrite");
         std::fs::create_dir(root.join("web01")).unwrap();
         let log = root.join("web01/anaconda.log");
-        append(&log, b"Traceback (most recent call last):\n");
+        std::fs::write(&log, b"Traceback (most recent call last):\n").unwrap();
         let dir = sys::open_dir(&root).unwrap();
         let mut ix = Index::default();
         ix.refresh(&dir, 1 << 20);

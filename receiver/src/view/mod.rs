@@ -22,7 +22,7 @@ mod text;
 
 use crate::http::{self, Head, Reject};
 use crate::limits::Slots;
-use crate::metrics::{family, COUNTERS};
+use crate::metrics::{family, sample, COUNTERS};
 use crate::rpc::Service;
 use crate::sys::{self, Fd};
 use index::Index;
@@ -394,45 +394,43 @@ impl View {
         let (all, cost) = self.with_index(|ix| (ix.systems(now, self.window), ix.cost()));
         let mut out = String::new();
         COUNTERS.render(&mut out);
-        family(
+        let sessions = "upload sessions open in this process";
+        let open = self.service.sessions.active();
+        sample(
             &mut out,
             "anamon_receiver_active_sessions",
             "gauge",
-            "upload sessions open in this process",
+            sessions,
+            open,
         );
-        out += &format!(
-            "anamon_receiver_active_sessions {}\n",
-            self.service.sessions.active()
-        );
+        let name = "anamon_receiver_systems";
         family(
             &mut out,
-            "anamon_receiver_systems",
+            name,
             "gauge",
             "systems in the log directory by state",
         );
         for st in State::ALL {
             let n = all.iter().filter(|v| v.state == st).count();
-            out += &format!("anamon_receiver_systems{{state=\"{}\"}} {n}\n", st.name());
+            out += &format!("{name}{{state=\"{}\"}} {n}\n", st.name());
         }
-        family(
+        let unchecked: u64 = all.iter().map(|v| v.unscanned).sum();
+        let help = "log bytes the view has not checked for failures yet";
+        sample(
             &mut out,
             "anamon_receiver_view_unchecked_bytes",
             "gauge",
-            "log bytes the view has not checked for failures yet",
+            help,
+            unchecked,
         );
-        out += &format!(
-            "anamon_receiver_view_unchecked_bytes {}\n",
-            all.iter().map(|v| v.unscanned).sum::<u64>()
-        );
-        family(
+        let help = "time the view's last look at the log directory took";
+        let secs = format!("{:.6}", cost.as_secs_f64());
+        sample(
             &mut out,
             "anamon_receiver_view_refresh_seconds",
             "gauge",
-            "time the view's last look at the log directory took",
-        );
-        out += &format!(
-            "anamon_receiver_view_refresh_seconds {:.6}\n",
-            cost.as_secs_f64()
+            help,
+            secs,
         );
         out
     }
