@@ -4,15 +4,26 @@
 
 mod common;
 
-use common::{is_false, is_fault, is_true, tree, upload, Receiver};
+use anamon_testkit::{Peer, Scratch};
+use common::{is_false, is_fault, is_true, upload};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+fn receiver(dir: &Scratch, extra: &[&str]) -> Peer {
+    Peer::receiver_binary(
+        Path::new(env!("CARGO_BIN_EXE_anamon-receiver")),
+        dir,
+        0,
+        extra,
+    )
+}
 
 #[test]
 fn http_framing_and_size_bounds() {
-    let mut r = Receiver::start("framing", &["--max-request-size", "4K"]);
+    let dir = Scratch::new("framing");
+    let mut r = receiver(&dir, &["--max-request-size", "4K"]);
     let ok = upload("web01", "a.log", 5, 0, "aGVsbG8=");
     assert!(is_true(&r.post(&ok)));
     for (request, status) in [
@@ -62,16 +73,17 @@ fn http_framing_and_size_bounds() {
     assert!(is_fault(&r.post(
         "<methodCall><methodName>system.listMethods</methodName></methodCall>"
     )));
-    assert!(r.alive());
+    assert!(r.is_running());
     assert_eq!(
-        std::fs::read(r.logs().join("web01/a.log")).unwrap(),
+        std::fs::read(r.logdir.clone().join("web01/a.log")).unwrap(),
         b"hello"
     );
 }
 
 #[test]
 fn a_silent_client_is_cut_off_at_the_deadline() {
-    let r = Receiver::start("deadline", &["--timeout", "1"]);
+    let dir = Scratch::new("deadline");
+    let r = receiver(&dir, &["--timeout", "1"]);
     let mut c = r.connect();
     c.write_all(b"POST / HTTP/1.1\r\nContent-Le").unwrap();
     let t = Instant::now();
@@ -96,7 +108,8 @@ fn a_silent_client_is_cut_off_at_the_deadline() {
 
 #[test]
 fn connections_beyond_the_cap_wait_their_turn() {
-    let r = Receiver::start("slots", &["--max-connections", "2", "--timeout", "2"]);
+    let dir = Scratch::new("slots");
+    let r = receiver(&dir, &["--max-connections", "2", "--timeout", "2"]);
     // Two clients hold both slots without sending a byte.
     let idle: Vec<TcpStream> = (0..2).map(|_| r.connect()).collect();
     std::thread::sleep(Duration::from_millis(300));
@@ -119,7 +132,8 @@ fn connections_beyond_the_cap_wait_their_turn() {
 
 #[test]
 fn request_rate_cap_per_client_answers_faults() {
-    let mut r = Receiver::start("rate", &["--rate", "2", "--burst", "3"]);
+    let dir = Scratch::new("rate");
+    let mut r = receiver(&dir, &["--rate", "2", "--burst", "3"]);
     let results: Vec<String> = (0..6)
         .map(|i| r.post(&upload("web01", "a.log", 1, i, "eA==")))
         .collect();
@@ -132,13 +146,14 @@ fn request_rate_cap_per_client_answers_faults() {
     );
     std::thread::sleep(Duration::from_millis(600));
     assert!(is_true(&r.post(&upload("web01", "a.log", 1, 3, "eA=="))));
-    assert!(r.alive());
+    assert!(r.is_running());
 }
 
 #[test]
 fn hostile_names_never_leave_the_log_directory() {
-    let mut r = Receiver::start("names", &[]);
-    let before = tree(&r.root);
+    let dir = Scratch::new("names");
+    let mut r = receiver(&dir, &[]);
+    let before = tree(dir.root());
     let tmp_x = Path::new("/tmp/x.log").exists();
     for (system, file) in [
         ("..", "x.log"),
@@ -159,13 +174,30 @@ fn hostile_names_never_leave_the_log_directory() {
             "{system:?}/{file:?}: {resp}"
         );
     }
-    assert!(r.alive());
-    let after = tree(&r.root);
+    assert!(r.is_running());
+    let after = tree(dir.root());
     let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
     assert!(
-        new.iter().all(|p| p.starts_with(r.logs())),
+        new.iter().all(|p| p.starts_with(r.logdir.clone())),
         "written outside: {new:?}"
     );
     assert_eq!(Path::new("/tmp/x.log").exists(), tmp_x, "wrote /tmp/x.log");
-    assert!(!r.logs().join("web01").exists() || tree(&r.logs().join("web01")).is_empty());
+    assert!(
+        !r.logdir.clone().join("web01").exists()
+            || tree(&r.logdir.clone().join("web01")).is_empty()
+    );
+}
+
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(tree(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
 }

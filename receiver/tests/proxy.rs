@@ -48,7 +48,7 @@ fn a_trusted_proxys_clients_each_have_their_own_rate() {
     assert!(is_true(&via(&r, &["10.0.0.1", "10.0.0.3"], "c.log")));
     assert!(is_true(&via(&r, &["10.0.0.1, 10.0.0.4"], "d.log")));
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    let log = std::fs::read_to_string(r.root.join("receiver.log")).unwrap();
+    let log = r.log_text();
     for (file, from) in [
         ("a.log", "10.0.0.1"),
         ("b.log", "10.0.0.2"),

@@ -143,16 +143,14 @@ fn hostile_contents_and_requests_are_shown_safely_and_nothing_is_written() {
         \x00\x07\xff\xfe \xe2\x80\xae desrever\r\n\"'\nTraceback (<b>bold</b>\n";
     assert!(r.upload("web01", "evil.log", 0, hostile));
     let logs = r.logs();
-    let outside = r.root.join("outside");
+    let outside = r.dir.path("outside");
     std::fs::create_dir(&outside).unwrap();
     std::fs::write(outside.join("secret"), b"TOPSECRET Traceback (\n").unwrap();
     std::os::unix::fs::symlink(&outside, logs.join("linked")).unwrap();
     std::os::unix::fs::symlink(outside.join("secret"), logs.join("web01/link.log")).unwrap();
     std::fs::hard_link(outside.join("secret"), logs.join("web01/hard.log")).unwrap();
     std::fs::create_dir(logs.join("web01/dir.log")).unwrap();
-    let fifo = std::ffi::CString::new(logs.join("web01/fifo.log").to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo on a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    anamon_testkit::sys::mkfifo(&logs.join("web01/fifo.log"));
     let snapshot = |p: &Path| -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
         let mut t: Vec<_> = tree(p)
             .into_iter()
@@ -164,7 +162,7 @@ fn hostile_contents_and_requests_are_shown_safely_and_nothing_is_written() {
         t.sort();
         t
     };
-    let before = snapshot(&r.root);
+    let before = snapshot(r.dir.root());
 
     // What no response may hold; pages (not JSON) no markup of the log's.
     let safe = |what: &str, resp: &Response, html: bool| {
@@ -269,7 +267,7 @@ fn hostile_contents_and_requests_are_shown_safely_and_nothing_is_written() {
     }
     let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
     assert_eq!(r.view_raw(big.as_bytes()).status, 431);
-    assert_eq!(snapshot(&r.root), before, "the view wrote something");
+    assert_eq!(snapshot(r.dir.root()), before, "the view wrote something");
 }
 
 /// Reads from `c` until `done` holds for what arrived; returns it all.
@@ -368,7 +366,7 @@ fn the_views_connections_are_bounded_and_uploads_go_on() {
     );
     assert!(r.upload("web01", "a.log", 0, b"one\n"));
     let threads = || {
-        std::fs::read_dir(format!("/proc/{}/task", r.child.id()))
+        std::fs::read_dir(format!("/proc/{}/task", r.peer.child_id()))
             .unwrap()
             .count()
     };

@@ -363,16 +363,15 @@ mod tests {
     /// Long after any file here was written: nothing is "installing".
     const LATER: i64 = 4_000_000_000;
 
-    fn scratch(tag: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("receiver-index-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        p
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        (dir, path)
     }
 
     #[test]
     fn reads_each_byte_once_within_the_budget() {
-        let root = scratch("budget");
+        let (_tmp, root) = scratch();
         std::fs::create_dir(root.join("web01")).unwrap();
         let log = root.join("web01/anaconda.log");
         let mut text = vec![b'.'; 3000];
@@ -400,12 +399,11 @@ mod tests {
                 .scanned,
             3036
         );
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn a_rewrite_from_offset_0_is_checked_again() {
-        let root = scratch("rewrite");
+        let (_tmp, root) = scratch();
         std::fs::create_dir(root.join("web01")).unwrap();
         let log = root.join("web01/anaconda.log");
         std::fs::write(&log, b"Traceback (most recent call last):\n").unwrap();
@@ -421,13 +419,12 @@ mod tests {
         .unwrap();
         ix.refresh(&dir, 1 << 20);
         assert_eq!(ix.systems(LATER, 600)[0].state, State::Idle);
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn skips_what_uploads_could_not_have_made() {
-        let root = scratch("hostile");
-        let outside = scratch("hostile-outside");
+        let (_tmp, root) = scratch();
+        let (_tmp2, outside) = scratch();
         std::fs::write(outside.join("secret"), b"Traceback (\n").unwrap();
         std::os::unix::fs::symlink(&outside, root.join("linked")).unwrap();
         std::fs::create_dir(root.join("web01")).unwrap();
@@ -450,7 +447,5 @@ mod tests {
         assert!(open_log(&sys_fd, "link.log").is_none());
         assert!(open_system(&dir, "linked").is_none());
         assert!(open_system(&dir, "..").is_none());
-        std::fs::remove_dir_all(&root).unwrap();
-        std::fs::remove_dir_all(&outside).unwrap();
     }
 }

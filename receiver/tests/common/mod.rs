@@ -1,65 +1,76 @@
-//! The receiver's integration tests' harness: the real binary on
-//! loopback in a scratch directory, raw HTTP, XML-RPC calls by hand.
+//! What the receiver's integration tests share beyond anamon_testkit:
+//! XML-RPC calls written by hand, and the live view of a receiver started
+//! with `--view`.
 #![allow(dead_code)] // each test file uses its own part
 
+use anamon_testkit::{Peer, Scratch};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+/// The receiver cargo built for these tests, with `extra` flags; with
+/// `--view` among them, its view's port too.
 pub struct Receiver {
-    pub child: Child,
-    pub port: u16,
-    pub root: PathBuf,
-    /// The live view's port, when started with `--view`.
+    pub peer: Peer,
+    pub dir: Scratch,
     pub view: Option<u16>,
 }
 
 impl Receiver {
     pub fn start(tag: &str, extra: &[&str]) -> Receiver {
-        let root = std::env::temp_dir().join(format!("receiver-it-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("logs")).unwrap();
-        let port_file = root.join("port");
-        let view_file = root.join("view-port");
+        let dir = Scratch::new(tag);
+        let view_file = dir.path("view-port");
+        let mut args: Vec<&str> = extra.to_vec();
         let with_view = extra.contains(&"--view");
-        let child = Command::new(env!("CARGO_BIN_EXE_anamon-receiver"))
-            .args(["--listen", "127.0.0.1:0", "--dir"])
-            .arg(root.join("logs"))
-            .arg("--port-file")
-            .arg(&port_file)
-            .args(if with_view {
-                vec!["--view-port-file".as_ref(), view_file.as_os_str()]
-            } else {
-                vec![]
-            })
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(root.join("receiver.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs(10);
-        while !port_file.exists() || (with_view && !view_file.exists()) {
-            assert!(Instant::now() < end, "receiver did not start");
-            std::thread::sleep(Duration::from_millis(10));
+        if with_view {
+            args.extend(["--view-port-file", view_file.to_str().unwrap()]);
         }
-        let read_port = |p: &Path| std::fs::read_to_string(p).unwrap().trim().parse().unwrap();
-        let port = read_port(&port_file);
-        let view = with_view.then(|| read_port(&view_file));
-        Receiver {
-            child,
-            port,
-            root,
-            view,
-        }
+        let peer = Peer::receiver_binary(
+            Path::new(env!("CARGO_BIN_EXE_anamon-receiver")),
+            &dir,
+            0,
+            &args,
+        );
+        // The view listens before the uploads do, so its port file is there.
+        let view = with_view.then(|| {
+            std::fs::read_to_string(&view_file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        });
+        Receiver { peer, dir, view }
     }
 
-    /// Sends raw bytes to the live view; returns the status and the body
-    /// (the head's lines in `head`).
+    /// The log directory.
+    pub fn logs(&self) -> PathBuf {
+        self.peer.logdir.clone()
+    }
+
+    /// The receiver's own log (stderr).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path("receiver.log")).unwrap_or_default()
+    }
+
+    pub fn post(&self, body: &str) -> String {
+        self.peer.post(body)
+    }
+
+    pub fn raw(&self, request: &[u8]) -> String {
+        self.peer.raw(request)
+    }
+
+    /// Uploads `data` as `system`/`file` at `offset` (size = its length);
+    /// true if answered True.
+    pub fn upload(&self, system: &str, file: &str, offset: i64, data: &[u8]) -> bool {
+        is_true(&self.post(&upload(system, file, data.len() as i64, offset, &b64(data))))
+    }
+
+    /// Sends raw bytes to the live view; returns the answer, split.
     pub fn view_raw(&self, request: &[u8]) -> Response {
-        let mut c =
-            TcpStream::connect(("127.0.0.1", self.view.expect("started with --view"))).unwrap();
+        let port = self.view.expect("started with --view");
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let _ = c.write_all(request);
         let mut out = Vec::new();
@@ -71,61 +82,9 @@ impl Receiver {
     pub fn get(&self, target: &str) -> Response {
         self.view_raw(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
     }
-
-    /// Uploads `data` as `system`/`file` at `offset` (size = its length);
-    /// true if answered True.
-    pub fn upload(&self, system: &str, file: &str, offset: i64, data: &[u8]) -> bool {
-        is_true(&self.post(&upload(system, file, data.len() as i64, offset, &b64(data))))
-    }
-
-    pub fn connect(&self) -> TcpStream {
-        let c = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        c
-    }
-
-    /// Sends raw bytes, returns the whole response.
-    pub fn raw(&self, request: &[u8]) -> String {
-        let mut c = self.connect();
-        let _ = c.write_all(request);
-        let mut out = Vec::new();
-        let _ = c.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    pub fn post(&self, body: &str) -> String {
-        self.raw(
-            format!(
-                "POST /cobbler_api HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
-    }
-
-    pub fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    pub fn threads(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
-            .unwrap()
-            .count()
-    }
-
-    pub fn logs(&self) -> PathBuf {
-        self.root.join("logs")
-    }
 }
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
+/// An upload_log_data call.
 pub fn upload(system: &str, file: &str, size: i64, offset: i64, b64: &str) -> String {
     format!(
         "<?xml version=\"1.0\"?><methodCall><methodName>upload_log_data</methodName><params>\
@@ -149,6 +108,26 @@ pub fn is_fault(resp: &str) -> bool {
     resp.starts_with("HTTP/1.1 200") && resp.contains("<fault>")
 }
 
+/// Standard base64 with padding.
+pub fn b64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Every path below `dir`.
 pub fn tree(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -199,23 +178,4 @@ impl Response {
             n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
         })
     }
-}
-
-/// Standard base64 with padding.
-pub fn b64(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
