@@ -26,6 +26,11 @@ pub struct Args {
     /// line, # comments)
     #[argh(option)]
     allow_file: Option<PathBuf>,
+    /// accept only system and profile names that the Cobbler at this
+    /// XML-RPC URL knows, e.g. http://127.0.0.1:25151 (cobblerd; asked with
+    /// get_system and get_profile, answers cached briefly)
+    #[argh(option)]
+    cobbler_api: Option<String>,
     /// require this shared token (first line of the file) as
     /// upload_log_data's 6th argument (anamon --token)
     #[argh(option)]
@@ -97,6 +102,7 @@ pub struct Config {
     pub dir: PathBuf,
     pub allow: Option<HashSet<String>>,
     pub token: Option<String>,
+    pub cobbler_api: Option<crate::known::Endpoint>,
     pub max_file_size: u64,
     pub max_system_size: u64,
     pub rate: u32,
@@ -201,6 +207,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         dir: std::path::absolute(&a.dir).map_err(|e| format!("--dir: {e}"))?,
         allow,
         token,
+        cobbler_api: match &a.cobbler_api {
+            None => None,
+            Some(url) => {
+                Some(crate::known::Endpoint::parse(url).map_err(|e| format!("--cobbler-api {e}"))?)
+            }
+        },
         max_file_size: size("--max-file-size", &a.max_file_size)?,
         max_system_size: size("--max-system-size", &a.max_system_size)?,
         rate: a.rate,

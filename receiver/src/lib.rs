@@ -5,14 +5,16 @@
 //! (flags), [`http`] (one bounded request per connection), [`rpc`] (the
 //! call, Cobbler's rules and the receiver's own checks), [`store`] (the log
 //! directory, never followed through a link), [`limits`] (rate and
-//! connection caps), [`sessions`] (one log line per upload session),
-//! [`sys`] (the unsafe system calls), [`metrics`] (counters for
-//! `/metrics`), and `view` (the read-only live view, `--view`).
+//! connection caps), [`known`] (names Cobbler knows, `--cobbler-api`),
+//! [`sessions`] (one log line per upload session), [`sys`] (the unsafe
+//! system calls), [`metrics`] (counters for `/metrics`), and `view` (the
+//! read-only live view, `--view`).
 
 #[macro_use]
 pub mod log;
 pub mod cli;
 pub mod http;
+pub mod known;
 pub mod limits;
 pub mod metrics;
 pub mod rpc;
@@ -75,18 +77,23 @@ fn serve(cfg: Config) -> Result<(), String> {
         policy: Policy {
             allow: cfg.allow.clone(),
             token: cfg.token.clone(),
+            cobbler: cfg.cobbler_api.clone().map(known::CobblerNames::new),
         },
         rate: RateLimiter::new(cfg.rate, cfg.burst),
         sessions: Sessions::new(cfg.session_idle),
         call_log,
     });
     info!(
-        "listening on {local} for upload_log_data at {}; storing in {}; {}; {}; caps {} bytes per file, {} per system, {} requests/s per client",
+        "listening on {local} for upload_log_data at {}; storing in {}; {}{}; {}; caps {} bytes per file, {} per system, {} requests/s per client",
         http::RPC_PATHS.join(" "),
         service.store.path().display(),
         match &cfg.allow {
             Some(a) => format!("{} allowed system names", a.len()),
             None => "any system name".into(),
+        },
+        match &cfg.cobbler_api {
+            Some(e) => format!(" that Cobbler at {} knows", e.url()),
+            None => String::new(),
         },
         if cfg.token.is_some() { "token required" } else { "no token" },
         cfg.max_file_size,

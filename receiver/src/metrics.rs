@@ -23,6 +23,10 @@ pub enum Cause {
     Token,
     /// A system name not on the allow-list.
     AllowList,
+    /// A name cobblerd has no system or profile for (`--cobbler-api`).
+    UnknownToCobbler,
+    /// cobblerd could not be asked (`--cobbler-api`): nothing stored.
+    CobblerUnreachable,
     /// Data that is not base64.
     BadData,
     FileCap,
@@ -38,13 +42,15 @@ pub enum Cause {
 }
 
 impl Cause {
-    const ALL: [Cause; 13] = [
+    const ALL: [Cause; 15] = [
         Cause::RateCap,
         Cause::NotXmlRpc,
         Cause::UnknownMethod,
         Cause::Malformed,
         Cause::Token,
         Cause::AllowList,
+        Cause::UnknownToCobbler,
+        Cause::CobblerUnreachable,
         Cause::BadData,
         Cause::FileCap,
         Cause::SystemCap,
@@ -62,6 +68,8 @@ impl Cause {
             Cause::Malformed => "malformed",
             Cause::Token => "token",
             Cause::AllowList => "allow_list",
+            Cause::UnknownToCobbler => "unknown_to_cobbler",
+            Cause::CobblerUnreachable => "cobbler_unreachable",
             Cause::BadData => "bad_data",
             Cause::FileCap => "file_cap",
             Cause::SystemCap => "system_cap",

@@ -4,6 +4,7 @@
 //! (bad name pattern, size mismatch, wrong types), so does the receiver:
 //! the agent and Python anamon already handle that answer.
 
+use crate::known::{CobblerNames, Verdict};
 use crate::limits::RateLimiter;
 use crate::metrics::{Cause, COUNTERS};
 use crate::sessions::{Outcome, Sessions};
@@ -23,6 +24,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub struct Policy {
     pub allow: Option<HashSet<String>>,
     pub token: Option<String>,
+    /// Only names this Cobbler knows as a system or profile (`--cobbler-api`).
+    pub cobbler: Option<CobblerNames>,
 }
 
 pub struct Service {
@@ -179,6 +182,23 @@ impl Service {
                     Cause::AllowList,
                     format!("system {system:?} is not on this receiver's allow-list"),
                 );
+            }
+        }
+        if let Some(cobbler) = &self.policy.cobbler {
+            match cobbler.verdict(system) {
+                Ok(Verdict::Known) => {}
+                Ok(Verdict::Unknown) => {
+                    return refuse(
+                        Cause::UnknownToCobbler,
+                        format!("Cobbler has no system or profile called {system:?}"),
+                    )
+                }
+                Err(e) => {
+                    return refuse(
+                        Cause::CobblerUnreachable,
+                        format!("cannot ask Cobbler whether {system:?} exists ({e}); not stored"),
+                    )
+                }
             }
         }
         let data = match base64_decode(data_text) {
