@@ -46,18 +46,26 @@ fetch_kernel() {
 # boot.log come from syslog) and a DHCP client; the systemd root also
 # carries what the dracut and anaconda-pre scenarios need (dracut, its
 # network and live modules, curl for %post's download, python3 for the
-# %pre parent). The SysV root downloads with wget, as RHEL 5 did.
+# %pre parent). The SysV root downloads with wget, as RHEL 5 did; its
+# rsyslog init script comes from orphan-sysvinit-scripts (Debian's rsyslog
+# package ships none since bookworm).
 ROOT_COMMON=rsyslog,iproute2,kmod,procps,isc-dhcp-client
+# shellcheck disable=SC2034 # both read as ${!pkgs}
 ROOT_PKGS_systemd=systemd,systemd-sysv,udev,curl,python3-minimal,dracut,dracut-network,dracut-live,$ROOT_COMMON
+# shellcheck disable=SC2034
 ROOT_PKGS_sysv=sysvinit-core,sysv-rc,initscripts,orphan-sysvinit-scripts,ifupdown,wget,$ROOT_COMMON
 
 # configure_root DIR FLAVOR: what an installed RHEL-like system has and
 # Debian's defaults do not: RHEL's syslog rules (/var/log/messages, and
-# local7 into /var/log/boot.log), eth0 by DHCP, an fstab. Nothing of anamon
-# here: post_anamon puts that in, inside the guest.
+# local7 into /var/log/boot.log), eth0 by DHCP, an fstab, a machine id (an
+# installer sets one; an empty one makes systemd's first boot apply presets
+# and run ConditionFirstBoot units). Nothing of anamon here: post_anamon
+# puts that in, inside the guest.
 configure_root() {
   local r=$1 flavor=$2
   echo "initsys-$flavor" >"$r/etc/hostname"
+  od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$r/etc/machine-id"
+  echo >>"$r/etc/machine-id"
   printf '/dev/vda / ext4 defaults 0 0\n' >"$r/etc/fstab"
   cat >"$r/etc/rsyslog.d/50-rhel.conf" <<'EOF'
 # The rules of RHEL's rsyslog.conf that write the files anamon ships.
@@ -98,12 +106,16 @@ build_root() {
   echo "$recipe" >"$dir.recipe"
 }
 
+DRACUT_DRIVERS="virtio_pci virtio_blk virtio_net ext4 loop squashfs overlay isofs dm_mod dm_snapshot"
+
 # build_dracut OUT ROOT KDIR: Debian's dracut, run inside the systemd root
 # with the kernel's modules, builds a generic (not host-only) initramfs with
-# its live-update modules (livenet, dmsquash-live).
+# its live-update modules (livenet, dmsquash-live). Only the drivers this
+# guest has (and what dmsquash-live mounts) go in: a third of the size, and
+# a much faster boot under TCG.
 build_dracut() {
   local out=$1 r=$2 kdir=$3 recipe
-  recipe="$(cat "$r.recipe") $(cat "$kdir/.recipe")"
+  recipe="$(cat "$r.recipe") $(cat "$kdir/.recipe") $DRACUT_DRIVERS"
   [ "$(cat "$out.recipe" 2>/dev/null)" = "$recipe" ] && [ -s "$out" ] && return 0
   echo "initsys: building the dracut initramfs (dracut in the systemd root)"
   mkdir -p "$r/lib/modules/$KVER"
@@ -111,7 +123,8 @@ build_dracut() {
   mount -t proc proc "$r/proc"
   local rc=0
   chroot "$r" depmod "$KVER" && chroot "$r" dracut --quiet --force --no-hostonly --no-hostonly-cmdline --gzip \
-    --add "network-legacy livenet dmsquash-live" --kver "$KVER" /tmp/initrd-dracut.img >"$out.log" 2>&1 || rc=$?
+    --add "network-legacy livenet dmsquash-live" --drivers "$DRACUT_DRIVERS" \
+    --kver "$KVER" /tmp/initrd-dracut.img >"$out.log" 2>&1 || rc=$?
   umount "$r/proc" "$r/lib/modules/$KVER"
   rmdir "$r/lib/modules/$KVER" "$r/lib/modules" 2>/dev/null || true
   [ "$rc" = 0 ] || { tail -20 "$out.log" >&2; return 1; }
