@@ -8,8 +8,7 @@
 //!   cargo build --release --target x86_64-unknown-linux-musl -p anamon
 //!   cargo build --release --target i686-unknown-linux-musl -p anamon
 
-mod common;
-use common::*;
+use anamon_testkit::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;

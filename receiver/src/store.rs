@@ -293,11 +293,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    fn scratch(tag: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("receiver-store-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        p
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        (dir, path)
     }
 
     const BIG: Caps = Caps {
@@ -307,7 +306,7 @@ mod tests {
 
     #[test]
     fn cobbler_offset_semantics() {
-        let root = scratch("semantics");
+        let (_tmp, root) = scratch();
         let d = LogDir::open(&root, BIG).unwrap();
         let read = || std::fs::read(root.join("web01/a.log")).unwrap();
         d.write("web01", "a.log", 5, 0, b"hello").unwrap();
@@ -341,8 +340,8 @@ mod tests {
 
     #[test]
     fn never_follows_what_was_planted_in_the_log_directory() {
-        let root = scratch("planted");
-        let outside = scratch("planted-outside");
+        let (_tmp, root) = scratch();
+        let (_tmp, outside) = scratch();
         std::fs::write(outside.join("victim"), b"precious").unwrap();
         let d = LogDir::open(&root, BIG).unwrap();
         // A symlinked system directory.
@@ -367,9 +366,7 @@ mod tests {
             "{e:?}"
         );
         // A FIFO (opened non-blocking, so this does not hang) and a directory.
-        let fifo = CString::new(root.join("web01/fifo.log").to_str().unwrap()).unwrap();
-        // SAFETY: mkfifo on a NUL-terminated path we own.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        anamon_testkit::sys::mkfifo(&root.join("web01/fifo.log"));
         let e = d.write("web01", "fifo.log", 1, 0, b"x").unwrap_err();
         assert!(
             matches!(e, StoreError::Refused(ref m) if m.contains("regular")),
@@ -400,7 +397,7 @@ mod tests {
 
     #[test]
     fn a_moved_or_removed_system_directory_is_made_again() {
-        let root = scratch("moved");
+        let (_tmp, root) = scratch();
         let d = LogDir::open(&root, BIG).unwrap();
         d.write("web01", "a.log", 3, 0, b"one").unwrap();
         std::fs::rename(root.join("web01"), root.join("web01.old")).unwrap();
@@ -415,7 +412,7 @@ mod tests {
 
     #[test]
     fn many_systems_hold_no_descriptors() {
-        let root = scratch("many");
+        let (_tmp, root) = scratch();
         let d = LogDir::open(&root, BIG).unwrap();
         let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
         let before = open_fds();
@@ -429,7 +426,7 @@ mod tests {
 
     #[test]
     fn caps_per_file_and_per_system() {
-        let root = scratch("caps");
+        let (_tmp, root) = scratch();
         std::fs::create_dir(root.join("web01")).unwrap();
         // What is already on disk counts toward the system's cap.
         std::fs::write(root.join("web01/old.log"), vec![b'o'; 40]).unwrap();

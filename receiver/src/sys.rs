@@ -1,6 +1,7 @@
 //! The system calls std does not offer: directory-relative opens that never
 //! follow symlinks, `fdatasync`, signal flags, `poll`. Every `unsafe` block
 //! of the receiver is here.
+#![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};
 use std::io;
