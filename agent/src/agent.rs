@@ -232,7 +232,13 @@ impl<T: crate::transport::Transport> Agent<T> {
                     Pass::Done | Pass::HeldBack | Pass::Interrupted => (None, None),
                 };
             }
-            self.wait(wake_at);
+            // Quiet files let go of their descriptors even while nothing
+            // else happens (an installer may be about to unmount).
+            let release = self.shipper.release_quiet(Instant::now());
+            self.wait(match (wake_at, release) {
+                (Some(w), Some(r)) => Some(w.min(r)),
+                (w, r) => w.or(r),
+            });
         }
     }
 

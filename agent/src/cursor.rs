@@ -38,8 +38,9 @@ fn mtime(meta: &Metadata) -> Mtime {
     (meta.mtime(), meta.mtime_nsec())
 }
 
-/// What the server holds of a file.
-#[derive(Debug, Clone)]
+/// What the server holds of a file, and the file kept open while it is
+/// being read often.
+#[derive(Debug)]
 pub(crate) struct Cursor {
     identity: Option<Identity>,
     shipped: u64,
@@ -49,6 +50,25 @@ pub(crate) struct Cursor {
     /// The file's mtime when the last shipped bytes were read: a file of
     /// the same size with another mtime was rewritten in place.
     modified: Option<Mtime>,
+    handle: Option<Handle>,
+}
+
+/// An open descriptor of the file, kept from one read to the next: each
+/// open raises IN_OPEN, which notify watches for, so a busy log read with a
+/// fresh open per upload wakes notify's thread once more per upload. Kept
+/// only while it is the very file at the path (same inode, same owner and
+/// mode, so a `chmod 000` is seen as the open it would refuse), and let go
+/// once the file is quiet ([`Cursor::release`]): an open descriptor would
+/// keep an installer from unmounting `/mnt/sysimage`.
+#[derive(Debug)]
+struct Handle {
+    identity: Identity,
+    access: (u32, u32, u32),
+    file: File,
+}
+
+fn access(meta: &Metadata) -> (u32, u32, u32) {
+    (meta.mode(), meta.uid(), meta.gid())
 }
 
 /// Why a file cannot be read now. Each is reported once, when it starts.
@@ -94,6 +114,7 @@ impl Default for Cursor {
             tail: [0; TAIL],
             tail_len: 0,
             modified: None,
+            handle: None,
         }
     }
 }
@@ -109,38 +130,31 @@ impl Cursor {
     ///
     /// [`commit`]: Cursor::commit
     pub(crate) fn next_chunk(
-        &self,
+        &mut self,
         path: &Path,
         max: usize,
         buf: &mut Vec<u8>,
     ) -> Result<Option<Chunk>, Problem> {
         // A stat first, because most files of a pass have not changed: it
-        // raises no inotify event, where every open raises IN_OPEN (notify
-        // watches for it) and wakes notify's thread for nothing. It also
-        // keeps the agent from ever opening a FIFO or a device.
-        let meta = std::fs::metadata(path).map_err(problem_of)?;
-        check_regular(&meta)?;
+        // raises no inotify event and keeps the agent from ever opening a
+        // FIFO or a device.
+        let meta = self.stat(path)?;
         if self.has_nothing_to_send(&meta) {
             return Ok(None);
         }
-        let file = open(path)?;
-        // Checked again on the open descriptor, so a swap after the stat
-        // (to a FIFO, or to another file) is seen.
-        let meta = file
-            .metadata()
-            .map_err(|e| Problem::Unreadable(e.to_string()))?;
-        check_regular(&meta)?;
+        let meta = self.open(path, meta)?;
         if self.has_nothing_to_send(&meta) {
             return Ok(None);
         }
+        let file = &self.handle.as_ref().expect("just opened").file;
         let identity = Identity::of(&meta);
         let size = meta.len();
-        if self.identity == Some(identity) && size > self.shipped && self.tail_is_intact(&file)? {
+        if self.identity == Some(identity) && size > self.shipped && self.tail_is_intact(file)? {
             if self.shipped > MAX_OFFSET {
                 return Err(Problem::TooLarge);
             }
             read_at(
-                &file,
+                file,
                 self.shipped,
                 max.min(to_usize(size - self.shipped)),
                 buf,
@@ -158,7 +172,7 @@ impl Cursor {
         }
         // Replaced, shrunk, rewritten in place (the shipped tail changed),
         // or the same size with another mtime: the whole file again.
-        read_at(&file, 0, max.min(to_usize(size)), buf)?;
+        read_at(file, 0, max.min(to_usize(size)), buf)?;
         if buf.is_empty() && self.shipped == 0 {
             // Never ship an empty file; but an emptied one is shipped as
             // empty, so the server's copy matches the disk.
@@ -180,26 +194,24 @@ impl Cursor {
     ///
     /// [`next_chunk`]: Cursor::next_chunk
     pub(crate) fn shipped_bytes_at(
-        &self,
+        &mut self,
         path: &Path,
         offset: u64,
         max: usize,
         buf: &mut Vec<u8>,
     ) -> Result<Option<Chunk>, Problem> {
-        let file = open(path)?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Problem::Unreadable(e.to_string()))?;
-        check_regular(&meta)?;
+        let meta = self.stat(path)?;
+        let meta = self.open(path, meta)?;
+        let file = &self.handle.as_ref().expect("just opened").file;
         let identity = Identity::of(&meta);
         if self.identity != Some(identity)
             || meta.len() < self.shipped
             || offset >= self.shipped
-            || !self.tail_is_intact(&file)?
+            || !self.tail_is_intact(file)?
         {
             return Ok(None);
         }
-        read_at(&file, offset, max.min(to_usize(self.shipped - offset)), buf)?;
+        read_at(file, offset, max.min(to_usize(self.shipped - offset)), buf)?;
         Ok((!buf.is_empty()).then_some(Chunk {
             identity,
             modified: mtime(&meta),
@@ -207,6 +219,54 @@ impl Cursor {
             len: buf.len(),
             restart: false,
         }))
+    }
+
+    /// The path's stat, if it is a regular file; a file that is gone or
+    /// unusable lets go of its descriptor.
+    fn stat(&mut self, path: &Path) -> Result<Metadata, Problem> {
+        let meta = std::fs::metadata(path)
+            .map_err(problem_of)
+            .and_then(|m| check_regular(&m).map(|()| m));
+        if meta.is_err() {
+            self.handle = None;
+        }
+        meta
+    }
+
+    /// Makes `handle` the open file whose stat (by path) is `meta`: the one
+    /// kept, if it is still that file, else a fresh open, checked again on
+    /// the descriptor so that a swap after the stat (to a FIFO, or to
+    /// another file) is seen. Returns the stat to go by.
+    fn open(&mut self, path: &Path, meta: Metadata) -> Result<Metadata, Problem> {
+        if self
+            .handle
+            .as_ref()
+            .is_some_and(|h| h.identity == Identity::of(&meta) && h.access == access(&meta))
+        {
+            return Ok(meta);
+        }
+        self.handle = None;
+        let file = open(path)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Problem::Unreadable(e.to_string()))?;
+        check_regular(&meta)?;
+        self.handle = Some(Handle {
+            identity: Identity::of(&meta),
+            access: access(&meta),
+            file,
+        });
+        Ok(meta)
+    }
+
+    /// Lets go of the open descriptor, if one is kept.
+    pub(crate) fn release(&mut self) {
+        self.handle = None;
+    }
+
+    /// Whether a descriptor is kept open.
+    pub(crate) fn holds_open(&self) -> bool {
+        self.handle.is_some()
     }
 
     /// Whether the file may hold bytes the server lacks, by a stat alone
@@ -361,7 +421,7 @@ mod tests {
         n
     }
 
-    fn next(c: &Cursor, path: &Path, max: usize) -> Result<Option<(Chunk, Vec<u8>)>, Problem> {
+    fn next(c: &mut Cursor, path: &Path, max: usize) -> Result<Option<(Chunk, Vec<u8>)>, Problem> {
         let mut buf = Vec::new();
         Ok(c.next_chunk(path, max, &mut buf)?.map(|ch| (ch, buf)))
     }
@@ -371,9 +431,13 @@ mod tests {
         let (_dir, path) = scratch();
         let mut c = Cursor::default();
         let mut server = Vec::new();
-        assert_eq!(next(&c, &path, 10), Err(Problem::Missing));
+        assert_eq!(next(&mut c, &path, 10), Err(Problem::Missing));
         std::fs::write(&path, b"").unwrap();
-        assert_eq!(next(&c, &path, 10), Ok(None), "empty files are not sent");
+        assert_eq!(
+            next(&mut c, &path, 10),
+            Ok(None),
+            "empty files are not sent"
+        );
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -483,6 +547,7 @@ mod tests {
             tail: [0; TAIL],
             tail_len: TAIL,
             modified: None,
+            handle: None,
         };
         drop(f);
         std::fs::OpenOptions::new()
@@ -491,14 +556,14 @@ mod tests {
             .unwrap()
             .write_all(b"past 4 GiB\n")
             .unwrap();
-        let (ch, data) = next(&c, &path, 256 * 1024).unwrap().unwrap();
+        let (ch, data) = next(&mut c, &path, 256 * 1024).unwrap().unwrap();
         assert_eq!(
             (ch.offset, data.as_slice(), ch.restart),
             (five_gib, &b"past 4 GiB\n"[..], false)
         );
         c.commit(&ch, &data);
         assert_eq!(c.shipped(), five_gib + 11);
-        assert_eq!(next(&c, &path, 256 * 1024), Ok(None));
+        assert_eq!(next(&mut c, &path, 256 * 1024), Ok(None));
     }
 
     #[test]
@@ -530,14 +595,14 @@ mod tests {
         let (_dir, path) = scratch();
         std::fs::write(&path, b"shipped already\n").unwrap();
         let mut c = Cursor::default();
-        let (ch, data) = next(&c, &path, 1024).unwrap().unwrap();
+        let (ch, data) = next(&mut c, &path, 1024).unwrap().unwrap();
         c.commit(&ch, &data);
         let (tx, rx) = std::sync::mpsc::channel();
         let mut watcher = notify::INotifyWatcher::new(tx, notify::Config::default()).unwrap();
         watcher
             .watch(&path, notify::RecursiveMode::NonRecursive)
             .unwrap();
-        assert_eq!(next(&c, &path, 1024), Ok(None));
+        assert_eq!(next(&mut c, &path, 1024), Ok(None));
         // A marker: its append opens the file once, then modifies it. An
         // open by the cursor would come before the marker's.
         std::fs::OpenOptions::new()
@@ -562,7 +627,54 @@ mod tests {
             opens, 1,
             "the cursor opened a file it had nothing to read from"
         );
-        assert_eq!(next(&c, &path, 1024).unwrap().unwrap().1, b"new\n");
+        assert_eq!(next(&mut c, &path, 1024).unwrap().unwrap().1, b"new\n");
+    }
+
+    #[test]
+    fn a_busy_file_is_opened_once_until_released() {
+        use notify::event::{AccessKind, EventKind};
+        use notify::Watcher;
+        let (_dir, path) = scratch();
+        std::fs::write(&path, b"first\n").unwrap();
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut watcher = notify::INotifyWatcher::new(tx, notify::Config::default()).unwrap();
+        watcher
+            .watch(&path, notify::RecursiveMode::NonRecursive)
+            .unwrap();
+        let mut c = Cursor::default();
+        let mut server = Vec::new();
+        for i in 0..5 {
+            (&f).write_all(format!("line {i}\n").as_bytes()).unwrap();
+            assert_eq!(sync(&mut c, &path, &mut server, 1024), 1);
+        }
+        c.release();
+        (&f).write_all(b"after the release\n").unwrap();
+        assert_eq!(sync(&mut c, &path, &mut server, 1024), 1);
+        // Events arrive in order: once the marker (a chmod, whose event is
+        // never merged with the writes') is in, every open before it is.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .unwrap();
+        let mut opens = 0;
+        loop {
+            let ev = rx
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("the marker's event")
+                .unwrap();
+            match ev.kind {
+                EventKind::Access(AccessKind::Open(_)) => opens += 1,
+                EventKind::Modify(notify::event::ModifyKind::Metadata(_)) => break,
+                _ => {}
+            }
+        }
+        drop(watcher);
+        assert_eq!(server, std::fs::read(&path).unwrap());
+        // The writer opened it before the watch; the cursor once for five
+        // reads, and once more after letting go.
+        assert_eq!(opens, 2, "opens seen by inotify");
     }
 
     #[test]

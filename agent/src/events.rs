@@ -55,6 +55,8 @@ struct Inotify {
     watched: BTreeSet<PathBuf>,
     /// Which events matter, shared with notify's thread.
     interest: Arc<Mutex<Interest>>,
+    /// What `interest.muted` holds, as the main loop last set it.
+    muted: HashSet<PathBuf>,
     /// Set by notify's thread on any event other than written data (a
     /// creation, removal, rename, overflow): watches may need placing.
     layout_changed: Arc<AtomicBool>,
@@ -157,12 +159,15 @@ impl EventSource {
     /// Writes of data to `paths` wake nothing from now on (until the next
     /// call): their bytes already have a time to go. Creations, removals
     /// and renames still wake.
-    pub(crate) fn mute<'a>(&self, paths: impl Iterator<Item = &'a Path>) {
-        let Some(ino) = &self.inotify else { return };
+    pub(crate) fn mute<'a>(&mut self, paths: impl Iterator<Item = &'a Path>) {
+        let Some(ino) = &mut self.inotify else { return };
         let muted: HashSet<PathBuf> = paths.map(Path::to_path_buf).collect();
-        let mut interest = ino.interest.lock().unwrap_or_else(|e| e.into_inner());
-        if interest.muted != muted {
-            interest.muted = muted;
+        // The main loop's own copy, so an unchanged set (the usual case)
+        // takes no lock that notify's thread may be holding.
+        if ino.muted != muted {
+            let mut interest = ino.interest.lock().unwrap_or_else(|e| e.into_inner());
+            interest.muted.clone_from(&muted);
+            ino.muted = muted;
         }
     }
 }
@@ -248,6 +253,7 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
         dirs,
         watched: BTreeSet::new(),
         interest,
+        muted: HashSet::new(),
         layout_changed,
         mounts,
     };

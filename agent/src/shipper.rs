@@ -15,6 +15,12 @@ use std::time::{Duration, Instant};
 /// Python anamon's chunk size, and Cobbler's expectation of it.
 pub(crate) const CHUNK: usize = 256 * 1024;
 
+/// How long after its last upload a quiet file keeps its descriptor open
+/// (see `cursor::Handle`): longer than the pace, so a busy log is opened
+/// once, and short, so an unmount at the end of an install finds nothing of
+/// the agent's open.
+const KEEP_OPEN: Duration = Duration::from_secs(3);
+
 /// What kind of pass: how long it may take, whether it is paced, what a
 /// shutdown signal does to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +200,47 @@ impl<T: Transport> Shipper<T> {
         } else if let Some(chunk) = self.next_chunk(i) {
             return self.deliver(i, chunk, Send::Forward, round);
         }
-        self.repair(i, round, now)
+        match self.repair(i, round, now) {
+            Step::Idle => self.quiet(i, round, now),
+            step => step,
+        }
+    }
+
+    /// A file with nothing to do lets go of its descriptor once it has been
+    /// quiet for [`KEEP_OPEN`] (the daemon wakes for that: [`next_release`]).
+    ///
+    /// [`next_release`]: Shipper::next_release
+    fn quiet(&mut self, i: usize, round: Round, now: Instant) -> Step {
+        let f = &mut self.files[i];
+        let keep = matches!(f.pace, FilePace::CaughtUp(at) if round == Round::Daemon && now < at + KEEP_OPEN);
+        if !keep {
+            f.cursor.release();
+        }
+        Step::Idle
+    }
+
+    /// Lets quiet files whose time has come go of their descriptors, and
+    /// says when the next one is due. Passes do it too; this is for the
+    /// times when no pass runs (the server failing, nothing written).
+    pub(crate) fn release_quiet(&mut self, now: Instant) -> Option<Instant> {
+        for f in &mut self.files {
+            if matches!(f.pace, FilePace::CaughtUp(at) if now >= at + KEEP_OPEN) {
+                f.cursor.release();
+            }
+        }
+        self.next_release()
+    }
+
+    /// When the next quiet file is due to let go of its descriptor.
+    fn next_release(&self) -> Option<Instant> {
+        self.files
+            .iter()
+            .filter(|f| f.cursor.holds_open())
+            .filter_map(|f| match f.pace {
+                FilePace::CaughtUp(at) => Some(at + KEEP_OPEN),
+                _ => None,
+            })
+            .min()
     }
 
     /// `Some` when a fault holds the file back now.
@@ -584,6 +630,29 @@ mod tests {
             busy_calls <= bound,
             "{busy_calls} uploads of a file written for {wrote_for:?} (at most {bound})"
         );
+    }
+
+    #[test]
+    fn a_quiet_file_lets_go_of_its_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        append(&log, b"one\n");
+        let mut s = shipper(
+            Recording::default(),
+            dir.path(),
+            &["x.log"],
+            Pacing::Fixed(Duration::ZERO),
+        );
+        // Shipped, and kept open for the next append...
+        assert_eq!(s.pass(Round::Daemon), Pass::Done);
+        assert!(s.files[0].cursor.holds_open());
+        let until = s.release_quiet(Instant::now()).expect("a time to let go");
+        assert!(until <= Instant::now() + KEEP_OPEN);
+        // ...until it has been quiet that long.
+        sleep_until(until);
+        assert_eq!(s.pass(Round::Daemon), Pass::Done);
+        assert!(!s.files[0].cursor.holds_open());
+        assert_eq!(s.release_quiet(Instant::now()), None);
     }
 
     #[test]

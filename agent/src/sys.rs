@@ -92,7 +92,7 @@ impl WakePipe {
         }
         for fd in fds {
             set_cloexec(fd)?;
-            set_nonblocking(fd, true)?;
+            set_nonblocking(fd)?;
         }
         Ok(WakePipe {
             read: fds[0],
@@ -262,24 +262,30 @@ fn interrupted() -> io::Error {
 /// Connects to `addr` within `timeout` on a socket registered for the
 /// shutdown abort before `connect(2)` starts, so a signal ends even a
 /// connect to a host that drops packets. std's `connect_timeout` would hand
-/// over the socket only once connected.
+/// over the socket only once connected. The socket stays non-blocking: the
+/// caller waits with [`wait_ready`], which the abort also ends.
 pub(crate) fn connect(addr: &SocketAddr, timeout: Duration) -> io::Result<(TcpStream, OwnSocket)> {
     let family = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
     };
-    // SAFETY: socket(2) with constant arguments; no SOCK_CLOEXEC because
-    // Linux before 2.6.27 rejects it (set with fcntl below).
-    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM, 0) };
+    // SAFETY: socket(2) with constant arguments. Before Linux 2.6.27 the
+    // flags draw EINVAL; musl then retries without them and sets both with
+    // fcntl, so this is one call on new kernels and right on old ones.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `fd` is a socket we just created and own; from here the
     // TcpStream closes it on every path.
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    set_cloexec(fd)?;
     let own = OwnSocket::register(fd)?;
-    set_nonblocking(fd, true)?;
     let (storage, len) = sockaddr(addr);
     // SAFETY: `storage` holds a sockaddr of `len` bytes for `addr`'s family.
     let r = unsafe { libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
@@ -288,62 +294,81 @@ pub(crate) fn connect(addr: &SocketAddr, timeout: Duration) -> io::Result<(TcpSt
         if e.raw_os_error() != Some(libc::EINPROGRESS) {
             return Err(e);
         }
-        wait_connected(fd, Instant::now() + timeout)?;
+        if !wait_ready(fd, Ready::Write, Instant::now() + timeout)? {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+        }
+        connect_result(fd)?;
     }
-    set_nonblocking(fd, false)?;
     Ok((stream, own))
 }
 
-/// Waits for a non-blocking connect to finish; an abort by the signal
-/// handler ends the wait with `Interrupted`.
-fn wait_connected(fd: RawFd, deadline: Instant) -> io::Result<()> {
+/// What [`wait_ready`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ready {
+    Read,
+    Write,
+}
+
+/// Waits until `fd` is ready (or hung up, or in error: the next call on it
+/// says which) or `deadline` passes (`false`). A shutdown signal before the
+/// final flush ends the wait with `Interrupted`; its abort of the agent's
+/// sockets makes them ready, so the wait ends at once.
+pub(crate) fn wait_ready(fd: RawFd, ready: Ready, deadline: Instant) -> io::Result<bool> {
+    let events = match ready {
+        Ready::Read => libc::POLLIN,
+        Ready::Write => libc::POLLOUT,
+    };
     loop {
         if phase() == Phase::Stopping {
             return Err(interrupted());
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+            return Ok(false);
         }
         let mut pfd = libc::pollfd {
             fd,
-            events: libc::POLLOUT,
+            events,
             revents: 0,
         };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, poll_ms(Some(left))) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        match n {
+            0 => {}
+            n if n > 0 => return Ok(true),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
             }
-            return Err(e);
         }
-        if n == 0 {
-            continue;
-        }
-        let mut err: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: SO_ERROR fills one int; `len` says how big it is.
-        let r = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if phase() == Phase::Stopping {
-            return Err(interrupted());
-        }
-        return match err {
-            0 => Ok(()),
-            e => Err(io::Error::from_raw_os_error(e)),
-        };
+    }
+}
+
+/// The outcome of a non-blocking connect that has become writable.
+fn connect_result(fd: RawFd) -> io::Result<()> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_ERROR fills one int; `len` says how big it is.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if phase() == Phase::Stopping {
+        return Err(interrupted());
+    }
+    match err {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
     }
 }
 
@@ -385,17 +410,12 @@ fn set_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Sets or clears O_NONBLOCK with fcntl(2), which works before Linux 2.6.27.
-fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+/// Sets O_NONBLOCK with fcntl(2), which works before Linux 2.6.27.
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own, with integer arguments.
     unsafe {
         let fl = libc::fcntl(fd, libc::F_GETFL);
-        let want = if on {
-            fl | libc::O_NONBLOCK
-        } else {
-            fl & !libc::O_NONBLOCK
-        };
-        if fl < 0 || libc::fcntl(fd, libc::F_SETFL, want) < 0 {
+        if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
             return Err(io::Error::last_os_error());
         }
     }
@@ -626,12 +646,18 @@ mod tests {
             c.write_all(&b).unwrap();
         });
         let (mut s, own) = connect(&addr, Duration::from_secs(5)).unwrap();
+        // Non-blocking, so the caller can wait for it with wait_ready.
+        let mut b = [0u8; 4];
+        assert_eq!(
+            s.read(&mut b).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        s.set_nonblocking(false).unwrap();
         assert_eq!(OWN_SOCKETS[own.slot].load(Ordering::SeqCst), {
             use std::os::fd::AsRawFd;
             s.as_raw_fd()
         });
         s.write_all(b"ping").unwrap();
-        let mut b = [0u8; 4];
         s.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"ping");
         let slot = own.slot;

@@ -3,14 +3,15 @@
 //! calling thread and remembered for a while.
 
 use crate::error::{Error, MAX_RESPONSE};
+use crate::sys::Ready;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport as UreqTransport,
+    Buffers, ConnectionDetails, Connector, NextTimeout, Transport as UreqTransport,
 };
 
 /// Sends one XML-RPC request body to a path on the server and returns the
@@ -53,7 +54,8 @@ impl HttpTransport {
             .max_idle_connections_per_host(1)
             .max_idle_age(Duration::from_secs(2))
             .build();
-        let agent = ureq::Agent::with_parts(config, OwnConnector, CachingResolver::default());
+        let agent =
+            ureq::Agent::with_parts(config, OwnConnector::default(), CachingResolver::default());
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -147,9 +149,13 @@ fn page_summary(body: &[u8]) -> String {
 }
 
 /// Opens connections on sockets registered with `sys` for the shutdown
-/// abort.
-#[derive(Debug)]
-struct OwnConnector;
+/// abort, with I/O buffers kept from one connection to the next: Cobbler
+/// closes every connection, and fresh buffers for each would be allocated,
+/// mapped, faulted in and unmapped again per upload.
+#[derive(Debug, Default)]
+struct OwnConnector {
+    spare: Arc<Mutex<Vec<IoBuffers>>>,
+}
 
 impl Connector<()> for OwnConnector {
     type Out = OwnConnection;
@@ -171,16 +177,17 @@ impl Connector<()> for OwnConnector {
             }
             match crate::sys::connect(addr, left) {
                 Ok((stream, own)) => {
-                    let buffers = LazyBuffers::new(
-                        details.config.input_buffer_size(),
-                        details.config.output_buffer_size(),
-                    );
+                    let buffers = lock(&self.spare).pop().unwrap_or_else(|| {
+                        IoBuffers::new(
+                            details.config.input_buffer_size(),
+                            details.config.output_buffer_size(),
+                        )
+                    });
                     return Ok(Some(OwnConnection {
                         _own: own,
                         stream,
-                        buffers,
-                        read_timeout: None,
-                        write_timeout: None,
+                        buffers: Some(buffers),
+                        spare: self.spare.clone(),
                     }));
                 }
                 // A shutdown signal: no other address is worth a try.
@@ -200,98 +207,197 @@ impl Connector<()> for OwnConnector {
     }
 }
 
-/// A connection on a socket of the agent's own. The registration is dropped
+/// The lock is never contended (one thread uses the client), so it costs
+/// no system call; a poisoned one still holds usable buffers.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connection on a non-blocking socket of the agent's own, waited on
+/// with poll(2): no socket timeouts to set per step, and a shutdown
+/// signal's abort ends any wait. The registration is dropped
 /// (deregistered) before the socket closes: fields drop in order.
 #[derive(Debug)]
 struct OwnConnection {
     _own: crate::sys::OwnSocket,
     stream: TcpStream,
-    buffers: LazyBuffers,
-    /// The socket timeouts last set, so an unchanged one costs no syscall.
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
+    /// Always `Some` until dropped, when they go back for the next one.
+    buffers: Option<IoBuffers>,
+    spare: Arc<Mutex<Vec<IoBuffers>>>,
 }
 
-/// The time an I/O step may take; an expired one is ureq's timeout error.
-fn step_time(timeout: NextTimeout) -> Result<Option<Duration>, ureq::Error> {
+impl Drop for OwnConnection {
+    fn drop(&mut self) {
+        if let Some(mut b) = self.buffers.take() {
+            b.clear();
+            lock(&self.spare).push(b);
+        }
+    }
+}
+
+impl OwnConnection {
+    fn bufs(&mut self) -> &mut IoBuffers {
+        self.buffers.as_mut().expect("buffers until dropped")
+    }
+
+    /// Waits for the socket within this step's time; ureq's timeout error
+    /// when it passes.
+    fn wait(
+        &self,
+        ready: Ready,
+        timeout: NextTimeout,
+        deadline: Instant,
+    ) -> Result<(), ureq::Error> {
+        use std::os::fd::AsRawFd;
+        match crate::sys::wait_ready(self.stream.as_raw_fd(), ready, deadline) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ureq::Error::Timeout(timeout.reason)),
+            Err(e) => Err(ureq::Error::Io(e)),
+        }
+    }
+}
+
+/// When an I/O step must be done by; an expired one is ureq's timeout.
+fn step_deadline(timeout: NextTimeout) -> Result<Instant, ureq::Error> {
     if timeout.after.is_zero() {
         return Err(ureq::Error::Timeout(timeout.reason));
     }
-    Ok(timeout.not_zero().map(|d| *d))
-}
-
-fn set_timeout(
-    stream: &TcpStream,
-    cached: &mut Option<Duration>,
-    want: Option<Duration>,
-    set: fn(&TcpStream, Option<Duration>) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    if *cached != want {
-        set(stream, want)?;
-        *cached = want;
-    }
-    Ok(())
-}
-
-fn io_error(e: std::io::Error, reason: ureq::Timeout) -> ureq::Error {
-    match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-            ureq::Error::Timeout(reason)
-        }
-        _ => ureq::Error::Io(e),
-    }
+    let step = timeout.not_zero().map_or(Duration::from_secs(3600), |d| *d);
+    Ok(Instant::now() + step)
 }
 
 impl UreqTransport for OwnConnection {
     fn buffers(&mut self) -> &mut dyn Buffers {
-        &mut self.buffers
+        self.bufs()
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         let timeout = timeout.for_write();
-        let want = step_time(timeout)?;
-        set_timeout(
-            &self.stream,
-            &mut self.write_timeout,
-            want,
-            TcpStream::set_write_timeout,
-        )?;
-        let output = &self.buffers.output()[..amount];
-        (&self.stream)
-            .write_all(output)
-            .map_err(|e| io_error(e, timeout.reason))
+        let deadline = step_deadline(timeout)?;
+        let mut sent = 0;
+        while sent < amount {
+            let b = self.buffers.as_ref().expect("buffers until dropped");
+            match (&self.stream).write(&b.output[sent..amount]) {
+                Ok(0) => return Err(ureq::Error::Io(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.wait(Ready::Write, timeout, deadline)?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ureq::Error::Io(e)),
+            }
+        }
+        Ok(())
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
         let timeout = timeout.for_read();
-        let want = step_time(timeout)?;
-        set_timeout(
-            &self.stream,
-            &mut self.read_timeout,
-            want,
-            TcpStream::set_read_timeout,
-        )?;
-        let input = self.buffers.input_append_buf();
-        // A signal interrupts the read (EINTR); the shutdown abort has then
-        // shut the socket down, so the retry ends at once.
-        let n = loop {
-            match (&self.stream).read(input) {
-                Ok(n) => break n,
+        let deadline = step_deadline(timeout)?;
+        loop {
+            let stream = &self.stream;
+            let b = self.buffers.as_mut().expect("buffers until dropped");
+            match (&*stream).read(b.append_buf()) {
+                Ok(n) => {
+                    b.filled += n;
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.wait(Ready::Read, timeout, deadline)?
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_error(e, timeout.reason)),
+                Err(e) => return Err(ureq::Error::Io(e)),
             }
-        };
-        self.buffers.input_appended(n);
-        Ok(n > 0)
+        }
     }
 
     fn is_open(&mut self) -> bool {
-        // A kept-alive connection is reusable when nothing is waiting on it
-        // and the server has not closed it: a non-blocking read would block.
+        // A kept-alive connection is reusable while nothing is waiting on
+        // it and the server has not closed it: a read would block.
         let mut probe = [0u8; 1];
-        let open = self.stream.set_nonblocking(true).is_ok()
-            && matches!((&self.stream).read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
-        open && self.stream.set_nonblocking(false).is_ok()
+        matches!((&self.stream).read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// ureq's input and output buffers, as its `LazyBuffers` keeps them, but
+/// ours to reuse: input bytes `consumed..filled` are unread.
+#[derive(Debug)]
+struct IoBuffers {
+    input: Vec<u8>,
+    consumed: usize,
+    filled: usize,
+    output: Vec<u8>,
+    /// The last consume took something (ureq's `can_use_input`).
+    progress: bool,
+}
+
+/// What ureq's body decoder needs free in the input buffer.
+const MIN_TMP: usize = 10 * 1024;
+
+impl IoBuffers {
+    fn new(input: usize, output: usize) -> IoBuffers {
+        IoBuffers {
+            input: vec![0; input.max(MIN_TMP)],
+            consumed: 0,
+            filled: 0,
+            output: vec![0; output],
+            progress: false,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.consumed = 0;
+        self.filled = 0;
+        self.progress = false;
+    }
+
+    /// Free space after the unread input, at least `MIN_TMP`: unread bytes
+    /// move to the front, and the buffer grows only if that is not enough.
+    fn append_buf(&mut self) -> &mut [u8] {
+        if self.consumed > 0 {
+            self.input.copy_within(self.consumed..self.filled, 0);
+            self.filled -= self.consumed;
+            self.consumed = 0;
+        }
+        if self.input.len() - self.filled < MIN_TMP {
+            self.input.resize(self.filled + MIN_TMP, 0);
+        }
+        &mut self.input[self.filled..]
+    }
+}
+
+impl Buffers for IoBuffers {
+    fn output(&mut self) -> &mut [u8] {
+        &mut self.output
+    }
+
+    fn input(&self) -> &[u8] {
+        &self.input[self.consumed..self.filled]
+    }
+
+    fn input_append_buf(&mut self) -> &mut [u8] {
+        self.append_buf()
+    }
+
+    fn input_appended(&mut self, amount: usize) {
+        self.filled += amount;
+    }
+
+    fn input_consume(&mut self, amount: usize) {
+        self.progress = amount > 0;
+        self.consumed += amount;
+        if self.consumed == self.filled {
+            self.consumed = 0;
+            self.filled = 0;
+        }
+    }
+
+    fn tmp_and_output(&mut self) -> (&mut [u8], &mut [u8]) {
+        self.append_buf();
+        (&mut self.input[self.filled..], &mut self.output)
+    }
+
+    fn can_use_input(&self) -> bool {
+        self.consumed < self.filled && self.progress
     }
 }
 
@@ -323,7 +429,7 @@ impl Resolver for CachingResolver {
         let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = uri.port_u16().unwrap_or(80);
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = lock(&self.last);
         let fresh = last
             .as_ref()
             .is_some_and(|r| r.host == host && r.port == port && r.at.elapsed() < RESOLVED_FOR);
@@ -351,6 +457,34 @@ impl Resolver for CachingResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_buffers_keep_unread_input_and_room_to_read() {
+        let mut b = IoBuffers::new(16, 8);
+        let room = b.input_append_buf();
+        assert!(room.len() >= MIN_TMP);
+        room[..5].copy_from_slice(b"hello");
+        b.input_appended(5);
+        assert_eq!(b.input(), b"hello");
+        assert!(!b.can_use_input(), "nothing consumed yet");
+        b.input_consume(2);
+        assert!(b.can_use_input());
+        assert_eq!(b.input(), b"llo");
+        // More input goes after the unread bytes, which move to the front.
+        let room = b.input_append_buf();
+        room[..3].copy_from_slice(b" yo");
+        b.input_appended(3);
+        assert_eq!(b.input(), b"llo yo");
+        let (tmp, out) = b.tmp_and_output();
+        assert!(tmp.len() >= MIN_TMP && out.len() == 8);
+        b.input_consume(6);
+        assert_eq!(b.input(), b"");
+        // Back in the spare pile, they start empty.
+        b.input_appended(0);
+        b.clear();
+        assert_eq!(b.input(), b"");
+        assert!(!b.can_use_input());
+    }
 
     #[test]
     fn page_summary_prefers_the_title() {

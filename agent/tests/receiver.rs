@@ -262,7 +262,8 @@ fn path_setting_and_wrong_paths() {
 #[test]
 fn one_log_line_per_upload_session_and_a_clean_stop() {
     let dir = Scratch::new("sessions");
-    let mut peer = Peer::receiver(&dir, &["--session-idle", "1"]);
+    // Longer than the agent's pace (1.5 s), so one burst is one session.
+    let mut peer = Peer::receiver(&dir, &["--session-idle", "3"]);
     let log = dir.path("anaconda.log");
     append(&log, b"first\n");
     let mut agent = Agent::start(peer.port, &dir, &watch(&log));
@@ -274,7 +275,7 @@ fn one_log_line_per_upload_session_and_a_clean_stop() {
     let size = std::fs::metadata(&log).unwrap().len();
     let line = format!("{SYSTEM}/anaconda.log from 127.0.0.1: {size} bytes in");
     assert!(
-        wait_until(Duration::from_secs(5), || receiver_log(&dir)
+        wait_until(Duration::from_secs(10), || receiver_log(&dir)
             .contains(&line)),
         "no session line {line:?}:\n{}",
         receiver_log(&dir)

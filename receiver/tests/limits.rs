@@ -2,7 +2,10 @@
 //! framing, deadline, connection count, request rate), hostile names never
 //! leave the log directory, and each refusal is an answer, never a crash.
 
+mod common;
+
 use anamon_testkit::{Peer, Scratch};
+use common::{is_false, is_fault, is_true, upload};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -15,29 +18,6 @@ fn receiver(dir: &Scratch, extra: &[&str]) -> Peer {
         0,
         extra,
     )
-}
-
-fn upload(system: &str, file: &str, size: i64, offset: i64, b64: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\"?><methodCall><methodName>upload_log_data</methodName><params>\
-         <param><value><string>{system}</string></value></param>\
-         <param><value><string>{file}</string></value></param>\
-         <param><value><int>{size}</int></value></param>\
-         <param><value><int>{offset}</int></value></param>\
-         <param><value><base64>{b64}</base64></value></param></params></methodCall>"
-    )
-}
-
-fn is_true(resp: &str) -> bool {
-    resp.starts_with("HTTP/1.1 200") && resp.contains("<boolean>1</boolean>")
-}
-
-fn is_false(resp: &str) -> bool {
-    resp.starts_with("HTTP/1.1 200") && resp.contains("<boolean>0</boolean>")
-}
-
-fn is_fault(resp: &str) -> bool {
-    resp.starts_with("HTTP/1.1 200") && resp.contains("<fault>")
 }
 
 #[test]
