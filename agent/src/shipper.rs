@@ -154,14 +154,16 @@ impl<T: Transport> Shipper<T> {
     /// cannot starve the others, until nothing is due, the server fails, or
     /// the round's time is up.
     pub(crate) fn pass(&mut self, round: Round) -> Pass {
+        let all: Vec<usize> = (0..self.files.len()).collect();
+        let mut visit = all.clone();
+        let mut held_back = false;
+        let mut until: Option<Instant> = None;
+        self.waiting.clear();
         loop {
-            let mut progress = false;
-            let mut held_back = false;
-            let mut until: Option<Instant> = None;
-            self.waiting.clear();
-            for i in 0..self.files.len() {
+            let mut progressed = Vec::new();
+            for &i in &visit {
                 match self.step(i, round) {
-                    Step::Progress => progress = true,
+                    Step::Progress => progressed.push(i),
                     Step::Idle => {}
                     Step::Wait(t) => {
                         self.waiting.push(i);
@@ -172,12 +174,21 @@ impl<T: Transport> Shipper<T> {
                     Step::Stop(pass) => return pass,
                 }
             }
-            if progress {
+            // The next round goes to the files that moved (a backlog's next
+            // chunk): the others had nothing to send a moment ago, and a
+            // write to one of them since starts a pass of its own.
+            if !progressed.is_empty() {
+                visit = progressed;
                 continue;
             }
             return match until {
-                // It came due while this round went on: go again.
-                Some(t) if t <= Instant::now() => continue,
+                // It came due while this round went on: go round again.
+                Some(t) if t <= Instant::now() => {
+                    visit.clone_from(&all);
+                    (held_back, until) = (false, None);
+                    self.waiting.clear();
+                    continue;
+                }
                 Some(until) => Pass::Waiting { until },
                 None if held_back => Pass::HeldBack,
                 None => Pass::Done,
