@@ -29,28 +29,37 @@ BUILD             ?= yes
 
 # Installer architecture names (as the snippets ask for them) and the Rust
 # target each is built with.
-ARCHES        := x86_64 i686 i586 aarch64 ppc64le
+ARCHES        := x86_64 i686 i586 aarch64 ppc64le ppc64 s390x
 triple_x86_64  := x86_64-unknown-linux-musl
 triple_i686    := i686-unknown-linux-musl
 triple_i586    := i586-unknown-linux-musl
 triple_aarch64 := aarch64-unknown-linux-musl
 triple_ppc64le := powerpc64le-unknown-linux-musl
+triple_ppc64   := powerpc64-unknown-linux-musl
+triple_s390x   := s390x-unknown-linux-musl
+
+# Targets rustup ships no std for (i586 and powerpc64le musl: its download
+# answers 404; s390x musl is tier 3, never built): cargo builds std from the
+# rust-src component (-Z build-std, which stable cargo accepts only under
+# RUSTC_BOOTSTRAP=1), and the agent links against the C runtime that
+# ci/cross/runtime assembles from Debian's musl-dev and rust-src's libunwind.
+BUILD_STD := i586-unknown-linux-musl powerpc64le-unknown-linux-musl s390x-unknown-linux-musl
+# STRICT=yes: a target that cannot be built here fails make instead of being
+# skipped (ci/test builds every architecture).
+STRICT    ?= no
 
 # Architectures an updates image is for: the ext2 image serves the loaders of
 # RHEL 4-6 (x86 only among our builds), the cpio image dracut installers
-# (RHEL 7+: no 32-bit x86 any more). Only agents that were built go in.
+# (RHEL 7+: no 32-bit x86 any more; s390x and ppc64 builds need RHEL 7's
+# kernel, see README). Only agents that were built go in.
 EXT2_ARCHES := x86_64 i686 i586
-CPIO_ARCHES := x86_64 aarch64 ppc64le
+CPIO_ARCHES := x86_64 aarch64 ppc64le ppc64 s390x
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # Where the images are built before installation.
 IMAGE_DIR  := $(TARGET_DIR)/anamon-images
 SYSROOT    := $(shell rustc --print sysroot 2>/dev/null)
 
-# Cross targets without a cross gcc link with the toolchain's rust-lld
-# (everything is static musl, so no C library of the target is needed).
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= rust-lld
-export CARGO_TARGET_POWERPC64LE_UNKNOWN_LINUX_MUSL_LINKER ?= rust-lld
 
 # ARCH=TRIPLE words for the shell loops below.
 ARCH_TRIPLES := $(foreach a,$(ARCHES),$(a)=$(triple_$(a)))
@@ -68,15 +77,28 @@ agents:
 ifeq ($(BUILD),no)
 	@echo "make: BUILD=no: using the agents already in $(TARGET_DIR)"
 else
-	@set -e; for at in $(ARCH_TRIPLES); do \
+	@set -e; skip() { echo "make: skipping anamon.$$arch: $$*"; [ "$(STRICT)" != yes ] || exit 1; }; \
+	for at in $(ARCH_TRIPLES); do \
 	  arch=$${at%%=*}; t=$${at#*=}; \
-	  if [ ! -d "$(SYSROOT)/lib/rustlib/$$t/lib" ]; then \
-	    echo "make: skipping anamon.$$arch: Rust target $$t is not installed (rustup target add $$t)"; \
-	    continue; \
-	  fi; \
-	  echo "make: building anamon.$$arch ($$t)"; \
-	  $(CARGO) build --quiet --release --target $$t -p anamon || \
-	    { echo "make: the build of anamon.$$arch ($$t) failed"; exit 1; }; \
+	  case " $(BUILD_STD) " in \
+	  *" $$t "*) \
+	    if [ ! -d "$(SYSROOT)/lib/rustlib/src/rust/library" ]; then \
+	      skip "std for $$t is built from source: rustup component add rust-src"; continue; fi; \
+	    rc=0; rt=$$(ci/cross/runtime $$t) || rc=$$?; \
+	    if [ $$rc = 3 ]; then skip "no C runtime for $$t (see above)"; continue; fi; \
+	    [ $$rc = 0 ] || { echo "make: ci/cross/runtime $$t failed"; exit 1; }; \
+	    echo "make: building anamon.$$arch ($$t, std from rust-src)"; \
+	    env RUSTC_BOOTSTRAP=1 \
+	      "CARGO_TARGET_$$(echo $$t | tr a-z- A-Z_)_RUSTFLAGS=-C link-self-contained=no -L native=$$rt -C link-arg=$$rt/crt1.o" \
+	      $(CARGO) build --quiet --release --target $$t -Z build-std=std,panic_abort -p anamon || \
+	      { echo "make: the build of anamon.$$arch ($$t) failed"; exit 1; } ;; \
+	  *) \
+	    if [ ! -d "$(SYSROOT)/lib/rustlib/$$t/lib" ]; then \
+	      skip "Rust target $$t is not installed (rustup target add $$t)"; continue; fi; \
+	    echo "make: building anamon.$$arch ($$t)"; \
+	    $(CARGO) build --quiet --release --target $$t -p anamon || \
+	      { echo "make: the build of anamon.$$arch ($$t) failed"; exit 1; } ;; \
+	  esac; \
 	done
 endif
 
