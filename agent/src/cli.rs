@@ -155,14 +155,10 @@ impl Args {
             .ok_or("--server is required (the Cobbler server)")?;
         // Cobbler >= 3.2.2 refuses other names; older servers would let `..`
         // write outside the anamon log directory, so never send one.
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
-            || name.chars().all(|c| c == '.')
-        {
+        if !anamon_names::is_system_name(&name) {
             return Err(format!(
-                "--name {name:?}: Cobbler accepts only letters, digits and _ - . : (not only dots)"
+                "--name {name:?}: Cobbler accepts {}",
+                anamon_names::SYSTEM_NAME_RULE
             ));
         }
         if server.is_empty() || server.contains(['/', ' ']) {
@@ -335,6 +331,8 @@ mod tests {
             &["--name", "n", "--server", "s", "--port", "x"],
             &["--name", "../etc", "--server", "s"],
             &["--name", "..", "--server", "s"],
+            &["--name", ".", "--server", "s"],
+            &["--name", &"x".repeat(256), "--server", "s"],
             &["--name", "n", "--server", "s", "--wire", "xml"],
             &["--name", "n", "--server", "s", "--port", "0"],
             &["--name", "n", "--server", "s", "--watchfile", "'unclosed"],

@@ -123,27 +123,6 @@ pub fn shell_split(s: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-/// A name the server accepts (`[a-zA-Z0-9_\-.]+`): other characters become
-/// `_`, and names made only of dots (which would climb directories on
-/// servers before 3.3.0) get a prefix.
-pub fn sanitize(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.chars().all(|c| c == '.') {
-        format!("_{s}")
-    } else {
-        s
-    }
-}
-
 /// A family of files in one directory whose names match a pattern with
 /// `*` (any run of characters) and `?` (one character).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,13 +254,17 @@ impl WatchList {
     }
 }
 
+/// A name for `path` no other file has: its basename made valid, then with
+/// parent directories in front (`tmp_install.log`) until unique, then
+/// numbered. Every candidate is fitted to the server's length limit, so a
+/// long basename is shortened before it is compared.
 fn unique_alias(path: &Path, taken: &mut HashSet<String>) -> String {
     let base = path
         .iter()
         .next_back()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut candidate = sanitize(if base.is_empty() { "log" } else { &base });
+    let mut candidate = anamon_names::file_name_from(&base);
     let mut parents = path
         .parent()
         .into_iter()
@@ -290,9 +273,12 @@ fn unique_alias(path: &Path, taken: &mut HashSet<String>) -> String {
     let mut n = 2;
     while taken.contains(&candidate) {
         candidate = match parents.next() {
-            Some(dir) => format!("{}_{candidate}", sanitize(&dir.to_string_lossy())),
+            Some(dir) => anamon_names::shorten(format!(
+                "{}_{candidate}",
+                anamon_names::file_name_from(&dir.to_string_lossy())
+            )),
             None => {
-                let numbered = format!("{candidate}.{n}");
+                let numbered = anamon_names::shorten(format!("{candidate}.{n}"));
                 n += 1;
                 if taken.contains(&numbered) {
                     continue;
@@ -356,10 +342,27 @@ mod tests {
             ]
         );
         for a in &aliases {
-            assert!(a
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)));
+            assert!(anamon_names::is_file_name(a), "{a}");
         }
+    }
+
+    #[test]
+    fn long_basenames_become_distinct_names_the_server_accepts() {
+        let long = "x".repeat(300);
+        let paths = [
+            format!("/tmp/{long}.log"),
+            format!("/var/{long}.log"),
+            format!("/tmp/sub/{long}.log"),
+            format!("/{long}.log"),
+        ];
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let aliases = aliases_of(&refs);
+        let unique: HashSet<_> = aliases.iter().collect();
+        assert_eq!(unique.len(), aliases.len(), "{aliases:?}");
+        for a in &aliases {
+            assert!(anamon_names::is_file_name(a), "{a}");
+        }
+        assert!(aliases[0].ends_with(".log"), "{}", aliases[0]);
     }
 
     #[test]
@@ -391,11 +394,7 @@ mod tests {
         let aliases: HashSet<_> = d.files.iter().map(|e| &e.alias).collect();
         assert_eq!(aliases.len(), d.files.len(), "aliases must be unique");
         for a in aliases {
-            assert!(
-                a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)),
-                "{a}"
-            );
+            assert!(anamon_names::is_file_name(a), "{a}");
         }
         assert_eq!(d.globs.len(), 2);
     }

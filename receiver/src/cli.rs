@@ -182,11 +182,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 }
 
 fn checked_name(name: &str, flag: &str) -> Result<String, String> {
-    if crate::rpc::valid_system_name(name) {
+    if anamon_names::is_system_name(name) {
         Ok(name.to_string())
     } else {
         Err(format!(
-            "{flag}: {name:?} is not a name Cobbler accepts (letters, digits, _ - . :)"
+            "{flag}: {name:?} is not a name Cobbler accepts ({})",
+            anamon_names::SYSTEM_NAME_RULE
         ))
     }
 }

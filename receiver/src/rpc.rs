@@ -142,7 +142,7 @@ impl Service {
                 ))
             }
         };
-        if !valid_system_name(system) || !valid_file_name(file) {
+        if !anamon_names::is_system_name(system) || !anamon_names::is_file_name(file) {
             return Answer::Value(Value::Bool(false));
         }
         let refuse = |why: String| {
@@ -229,24 +229,6 @@ fn version_tuple() -> Vec<Value> {
     .collect()
 }
 
-/// Cobbler's `RE_OBJECT_NAME`, `[a-zA-Z0-9_\-.:]*`, minus the names that are
-/// not a directory of their own ("", ".", "..") and longer than a file name
-/// may be.
-pub fn valid_system_name(s: &str) -> bool {
-    !matches!(s, "" | "." | "..")
-        && s.len() <= 255
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
-}
-
-/// Cobbler's `RE_SCRIPT_NAME`, `[a-zA-Z0-9_\-.]+`, minus "." and "..".
-pub fn valid_file_name(s: &str) -> bool {
-    !matches!(s, "" | "." | "..")
-        && s.len() <= 255
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-}
-
 /// Compares without an early exit, so timing does not reveal how much of a
 /// guessed token was right.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
@@ -271,31 +253,6 @@ fn json_str(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_follow_cobbler_patterns_and_stay_single_components() {
-        for ok in ["web01", "a.b-c_d:e", "x"] {
-            assert!(valid_system_name(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "../x",
-            "/etc",
-            "a\0b",
-            "a b",
-            "é",
-            &"x".repeat(256),
-        ] {
-            assert!(!valid_system_name(bad), "{bad:?}");
-        }
-        assert!(valid_file_name("anaconda.log"));
-        for bad in ["", ".", "..", "a:b", "a/b", "..\\x", "x\n"] {
-            assert!(!valid_file_name(bad), "{bad:?}");
-        }
-    }
 
     #[test]
     fn secrets_compare_whole() {
