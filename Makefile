@@ -68,16 +68,20 @@ ARCH_TRIPLES := $(foreach a,$(ARCHES),$(a)=$(triple_$(a)))
 
 all: agents images
 
-# One cargo build at a time (cargo serialises on the target dir anyway). A
-# target whose standard library is not installed is skipped with a message,
-# so `make` works on machines with only some targets; a build that fails
-# fails make (and leaves target/ alone). BUILD=no runs no cargo and uses
-# what target/ holds (ci/snippets/test does, so that it never compiles).
+# Two cargo builds, each for several targets at once (cargo then runs the
+# targets' final LTO links side by side): the targets with a downloaded std,
+# then, under RUSTC_BOOTSTRAP=1, those whose std is built from source (kept
+# apart so that the others are built exactly as on any stable toolchain).
+# A target that cannot be built here is skipped with a message, so `make`
+# works on machines with only some targets; a build that fails fails make
+# (and leaves target/ alone). BUILD=no runs no cargo and uses what target/
+# holds (ci/snippets/test does, so that it never compiles).
 agents:
 ifeq ($(BUILD),no)
 	@echo "make: BUILD=no: using the agents already in $(TARGET_DIR)"
 else
 	@set -e; skip() { echo "make: skipping anamon.$$arch: $$*"; [ "$(STRICT)" != yes ] || exit 1; }; \
+	plain=; std=; \
 	for at in $(ARCH_TRIPLES); do \
 	  arch=$${at%%=*}; t=$${at#*=}; \
 	  case " $(BUILD_STD) " in \
@@ -88,18 +92,20 @@ else
 	    if [ $$rc = 3 ]; then skip "no C runtime for $$t (see above)"; continue; fi; \
 	    [ $$rc = 0 ] || { echo "make: ci/cross/runtime $$t failed"; exit 1; }; \
 	    echo "make: building anamon.$$arch ($$t, std from rust-src)"; \
-	    env RUSTC_BOOTSTRAP=1 \
-	      "CARGO_TARGET_$$(echo $$t | tr a-z- A-Z_)_RUSTFLAGS=-C link-self-contained=no -L native=$$rt -C link-arg=$$rt/crt1.o" \
-	      $(CARGO) build --quiet --release --target $$t -Z build-std=std,panic_abort -p anamon || \
-	      { echo "make: the build of anamon.$$arch ($$t) failed"; exit 1; } ;; \
+	    std="$$std --target $$t"; \
+	    export "CARGO_TARGET_$$(echo $$t | tr a-z- A-Z_)_RUSTFLAGS=-C link-self-contained=no -L native=$$rt -C link-arg=$$rt/crt1.o" ;; \
 	  *) \
 	    if [ ! -d "$(SYSROOT)/lib/rustlib/$$t/lib" ]; then \
 	      skip "Rust target $$t is not installed (rustup target add $$t)"; continue; fi; \
 	    echo "make: building anamon.$$arch ($$t)"; \
-	    $(CARGO) build --quiet --release --target $$t -p anamon || \
-	      { echo "make: the build of anamon.$$arch ($$t) failed"; exit 1; } ;; \
+	    plain="$$plain --target $$t" ;; \
 	  esac; \
-	done
+	done; \
+	if [ -n "$$plain" ]; then \
+	  $(CARGO) build --quiet --release $$plain -p anamon || { echo "make: the build of$$plain failed"; exit 1; }; fi; \
+	if [ -n "$$std" ]; then \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) build --quiet --release $$std -Z build-std=std,panic_abort -p anamon || \
+	    { echo "make: the build of$$std failed"; exit 1; }; fi
 endif
 
 # anamon-updates.img: ext2, for `updates=` on RHEL 4-6 (agent at
