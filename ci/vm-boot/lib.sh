@@ -4,6 +4,7 @@
 # own. Sourced by ci/vm-boot/run; other scenarios can source it too:
 #
 #   vm_arch ARCH                  the table's row for ARCH, as VM_* variables
+#   vm_prefetch ARCH...           asks apt about all of them at once (optional)
 #   vm_fetch_kernel ARCH          Debian's kernel for ARCH: VM_KVER, VM_KIMAGE
 #   vm_modules ARCH MODULE...     .ko paths of MODULE and its dependencies, in
 #                                 load order (built-in ones left out)
@@ -66,11 +67,60 @@ vm_arch() {
   vm_die "no architecture $1 in the table (one of: $(vm_table | awk '{printf "%s ", $1}'))"
 }
 
+# vm_apt KEY COMMAND...: COMMAND's output, remembered in the cache until
+# apt's package lists change (apt-cache takes seconds on a machine without
+# a pkgcache.bin, and every scenario asks it the same questions).
+vm_apt() {
+  local key=$1 out; shift
+  _vm_memo_get "$key" && return 0
+  out=$("$@")
+  [ -z "$out" ] || printf '%s\t%s\n' "$key" "$out" >>"$VM_CACHE/apt-memo"
+  echo "$out"
+}
+# Prints KEY's remembered answer; fails when there is none (and starts a new
+# memo when apt's lists changed).
+_vm_memo_get() {
+  local memo=$VM_CACHE/apt-memo lists
+  lists=$(find /var/lib/apt/lists -maxdepth 1 -printf '%f %T@\n' 2>/dev/null | sort | md5sum | cut -c1-16)
+  mkdir -p "$VM_CACHE"
+  [ "$(head -1 "$memo" 2>/dev/null)" = "$lists" ] || echo "$lists" >"$memo"
+  awk -F'\t' -v k="$1" '$1 == k {print $2; found = 1; exit} END {exit !found}' "$memo"
+}
+_vm_candidate() { apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}'; }
+
+# vm_prefetch ARCH...: asks apt what vm_fetch_kernel and vm_busybox will ask
+# for all ARCHes in two calls instead of three per architecture.
+vm_prefetch() {
+  local a metas=() pkgs=() memo=$VM_CACHE/apt-memo
+  for a in "$@"; do
+    vm_arch "$a"
+    _vm_memo_get "kernel of $VM_KERNEL_META:$VM_DEBARCH" >/dev/null || metas+=("$VM_KERNEL_META:$VM_DEBARCH")
+  done
+  if [ ${#metas[@]} -gt 0 ]; then
+    # apt leaves the host's architecture out of the names it prints.
+    apt-cache depends "${metas[@]}" 2>/dev/null |
+      awk -v h=":$(dpkg --print-architecture)" '/^[^ ]/ {p = $1; if (p !~ /:/) p = p h}
+        /Depends: linux-image-[0-9]/ && !seen[p]++ {printf "kernel of %s\t%s\n", p, $2}' >>"$memo"
+  fi
+  for a in "$@"; do
+    vm_arch "$a"
+    _vm_memo_get "candidate busybox-static:$VM_DEBARCH" >/dev/null || pkgs+=("busybox-static:$VM_DEBARCH")
+    a=$(vm_apt "kernel of $VM_KERNEL_META:$VM_DEBARCH" _vm_kernel_of "$VM_KERNEL_META:$VM_DEBARCH")
+    a=${a%:*}:$VM_DEBARCH
+    _vm_memo_get "candidate $a" >/dev/null || pkgs+=("$a")
+  done
+  [ ${#pkgs[@]} -gt 0 ] || return 0
+  apt-cache policy "${pkgs[@]}" 2>/dev/null |
+    awk -v h=":$(dpkg --print-architecture)" '/^[^ ]/ {p = $1; sub(/:$/, "", p); if (p !~ /:/) p = p h}
+      /Candidate:/ && $2 != "(none)" {printf "candidate %s\t%s\n", p, $2}' >>"$memo"
+}
+_vm_kernel_of() { apt-cache depends "$1" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+
 # Downloads (once) the .deb of PACKAGE:DEBARCH that apt would install now
 # into the cache, and prints its path.
 vm_deb() {
   local pkg=$1 debarch=$2 dir=$VM_CACHE/debs version deb log
-  version=$(apt-cache policy "$pkg:$debarch" 2>/dev/null | awk '/Candidate:/ {print $2}')
+  version=$(vm_apt "candidate $pkg:$debarch" _vm_candidate "$pkg:$debarch")
   if [ -z "$version" ] || [ "$version" = "(none)" ]; then
     vm_die "apt knows no $pkg:$debarch (is $debarch added to dpkg? ci/setup does it)"
   fi
@@ -89,10 +139,10 @@ $log"
 vm_fetch_kernel() {
   vm_arch "$1"
   local pkg
-  pkg=$(apt-cache depends "$VM_KERNEL_META:$VM_DEBARCH" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  pkg=$(vm_apt "kernel of $VM_KERNEL_META:$VM_DEBARCH" _vm_kernel_of "$VM_KERNEL_META:$VM_DEBARCH")
   if [ -z "$pkg" ]; then
     apt-get update -qq
-    pkg=$(apt-cache depends "$VM_KERNEL_META:$VM_DEBARCH" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+    pkg=$(vm_apt "kernel of $VM_KERNEL_META:$VM_DEBARCH" _vm_kernel_of "$VM_KERNEL_META:$VM_DEBARCH")
   fi
   [ -n "$pkg" ] || vm_die "apt knows no $VM_KERNEL_META:$VM_DEBARCH (is $VM_DEBARCH added to dpkg? ci/setup does it)"
   pkg=${pkg%:*}
