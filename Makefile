@@ -2,26 +2,48 @@
 # (and, when updates-img builds, updates images) into a Cobbler server tree.
 #
 #   make                      agents for every architecture this machine can build
-#   make install DESTDIR=/x   snippets, agents and images under /x
+#   make install DESTDIR=/x   agents and images under /x, the snippets beside
+#                             them and the anamon-cobbler command that
+#                             switches Cobbler's snippets to them
 #   make check                the snippet tests (ci/snippets/test)
 #   make install BUILD=no     install what target/ holds; runs no cargo
 #   make install-receiver     anamon-receiver, its systemd unit and sysusers
 #                             file, and the Apache snippet (not enabled)
+#   make dist                 target/dist/anamon-VERSION.tar.gz (sources and
+#                             vendored crates: builds offline) and
+#                             anamon-VERSION-binaries.tar.gz (everything built,
+#                             as installed, with SHA256SUMS)
+#   make rpm                  source and binary RPMs (packaging/anamon.spec)
+#                             in target/rpm/, built from the dist tarball
 #
 # Cobbler's paths are fixed by Cobbler, not by PREFIX: override COBBLER_WWW
 # for distributions that serve it elsewhere (openSUSE: /srv/www/cobbler).
-# PREFIX only places the updates-img tool ($(BINDIR)).
+# The snippets are never installed over Cobbler's own (its package owns
+# pre_anamon and post_anamon): they go to ANAMON_SNIPPETS, and
+# `anamon-cobbler enable` switches Cobbler's to them, keeping Cobbler's in
+# ANAMON_STATE.
 
 PREFIX            ?= /usr/local
 BINDIR            ?= $(PREFIX)/bin
+DATADIR           ?= $(PREFIX)/share
 COBBLER_SNIPPETS  ?= /var/lib/cobbler/snippets
 COBBLER_WWW       ?= /var/www/cobbler
 COBBLER_MISC      ?= $(COBBLER_WWW)/misc
+ANAMON_SNIPPETS   ?= $(DATADIR)/anamon/snippets
+ANAMON_STATE      ?= /var/lib/anamon-cobbler
 INSTALL           ?= install
 SBINDIR           ?= $(PREFIX)/sbin
 UNITDIR           ?= /etc/systemd/system
 SYSUSERSDIR       ?= /usr/lib/sysusers.d
 DOCDIR            ?= $(PREFIX)/share/doc/anamon
+# Set by packages for a Cobbler server: the Apache snippet goes into
+# Apache's configuration directory (else only to DOCDIR), and the receiver's
+# settings file (OPTIONS for the unit: loopback, Cobbler's names) is
+# installed there.
+APACHE_CONFDIR    ?=
+RECEIVER_SYSCONFIG ?=
+# Extra cargo flags (packages build with --frozen: vendored, offline).
+CARGOFLAGS        ?=
 # The receiver is built static (musl) so one build runs on any Linux server.
 RECEIVER_TARGET   ?= x86_64-unknown-linux-musl
 CARGO             ?= cargo
@@ -101,10 +123,11 @@ else
 	    plain="$$plain --target $$t" ;; \
 	  esac; \
 	done; \
+	if [ -z "$$plain$$std" ]; then echo "make: no Rust musl target is installed: no agents"; exit 0; fi; \
 	if [ -n "$$plain" ]; then \
-	  $(CARGO) build --quiet --release $$plain -p anamon || { echo "make: the build of$$plain failed"; exit 1; }; fi; \
+	  $(CARGO) build $(CARGOFLAGS) --quiet --release $$plain -p anamon || { echo "make: the build of$$plain failed"; exit 1; }; fi; \
 	if [ -n "$$std" ]; then \
-	  RUSTC_BOOTSTRAP=1 $(CARGO) build --quiet --release $$std -Z build-std=std,panic_abort -p anamon || \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) build $(CARGOFLAGS) --quiet --release $$std -Z build-std=std,panic_abort -p anamon || \
 	    { echo "make: the build of$$std failed"; exit 1; }; fi
 endif
 
@@ -116,7 +139,7 @@ endif
 images: agents
 	@set -e; tool=$(TARGET_DIR)/release/updates-img; \
 	rm -f $(IMAGE_DIR)/anamon-updates.img $(IMAGE_DIR)/anamon-updates.cpio.gz; \
-	if [ "$(BUILD)" != no ] && ! $(CARGO) build --quiet --release -p updates-img; then \
+	if [ "$(BUILD)" != no ] && ! $(CARGO) build $(CARGOFLAGS) --quiet --release -p updates-img; then \
 	  echo "make: updates-img does not build: no updates images"; exit 0; fi; \
 	if [ ! -x "$$tool" ]; then echo "make: no updates-img tool: no updates images"; exit 0; fi; \
 	mkdir -p $(IMAGE_DIR); \
@@ -136,8 +159,12 @@ images: agents
 	done
 
 install: all
-	$(INSTALL) -d $(DESTDIR)$(COBBLER_SNIPPETS) $(DESTDIR)$(COBBLER_MISC)
-	$(INSTALL) -m 644 snippets/pre_anamon snippets/post_anamon $(DESTDIR)$(COBBLER_SNIPPETS)/
+	$(INSTALL) -d $(DESTDIR)$(ANAMON_SNIPPETS) $(DESTDIR)$(COBBLER_MISC) $(DESTDIR)$(SBINDIR) \
+	  $(DESTDIR)$(ANAMON_STATE)/kept $(DESTDIR)$(ANAMON_STATE)/installed
+	$(INSTALL) -m 644 snippets/pre_anamon snippets/post_anamon $(DESTDIR)$(ANAMON_SNIPPETS)/
+	sed -e 's#@COBBLER_SNIPPETS@#$(COBBLER_SNIPPETS)#' -e 's#@ANAMON_SNIPPETS@#$(ANAMON_SNIPPETS)#' \
+	  -e 's#@STATE_DIR@#$(ANAMON_STATE)#' snippets/anamon-cobbler >$(DESTDIR)$(SBINDIR)/anamon-cobbler
+	chmod 755 $(DESTDIR)$(SBINDIR)/anamon-cobbler
 	@set -e; for at in $(ARCH_TRIPLES); do \
 	  arch=$${at%%=*}; t=$${at#*=}; \
 	  bin=$(TARGET_DIR)/$$t/release/anamon; \
@@ -160,11 +187,12 @@ install: all
 
 receiver:
 ifneq ($(BUILD),no)
-	$(CARGO) build --quiet --release --target $(RECEIVER_TARGET) -p anamon-receiver
+	$(CARGO) build $(CARGOFLAGS) --quiet --release --target $(RECEIVER_TARGET) -p anamon-receiver
 endif
 
 # The unit names the binary where SBINDIR puts it. The Apache snippet goes
-# to the docs: proxying is the admin's choice (see receiver/README.md).
+# to the docs, and to APACHE_CONFDIR when that is set: proxying is the
+# admin's choice (see receiver/README.md), a package's for a Cobbler server.
 install-receiver: receiver
 	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)
 	$(INSTALL) -m 755 $(TARGET_DIR)/$(RECEIVER_TARGET)/release/anamon-receiver $(DESTDIR)$(SBINDIR)/anamon-receiver
@@ -173,6 +201,12 @@ install-receiver: receiver
 	chmod 644 $(DESTDIR)$(UNITDIR)/anamon-receiver.service
 	$(INSTALL) -m 644 receiver/systemd/anamon-receiver.sysusers $(DESTDIR)$(SYSUSERSDIR)/anamon-receiver.conf
 	$(INSTALL) -m 644 receiver/apache/anamon-receiver.conf receiver/README.md $(DESTDIR)$(DOCDIR)/
+	@if [ -n "$(APACHE_CONFDIR)" ]; then set -x; \
+	  $(INSTALL) -d $(DESTDIR)$(APACHE_CONFDIR); \
+	  $(INSTALL) -m 644 receiver/apache/anamon-receiver.conf $(DESTDIR)$(APACHE_CONFDIR)/anamon-receiver.conf; fi
+	@if [ -n "$(RECEIVER_SYSCONFIG)" ]; then set -x; \
+	  $(INSTALL) -d $(DESTDIR)$(dir $(RECEIVER_SYSCONFIG)); \
+	  $(INSTALL) -m 644 receiver/systemd/anamon-receiver.sysconfig $(DESTDIR)$(RECEIVER_SYSCONFIG); fi
 
 check:
 	ci/snippets/test
@@ -180,3 +214,13 @@ check:
 # Only what this Makefile made; `cargo clean` is for the whole workspace.
 clean:
 	rm -rf $(IMAGE_DIR)
+
+# Packages (packaging/README.md). SOURCE_DATE_EPOCH (default: the last
+# commit's time) fixes every timestamp, so two runs give byte-identical
+# tarballs and RPM payloads.
+.PHONY: dist rpm
+dist:
+	packaging/dist
+
+rpm:
+	packaging/rpm

@@ -1,7 +1,9 @@
 //! The command line: Python anamon's flags, same meanings, plus a few whose
 //! defaults keep its behaviour or improve on it.
 
-use crate::cobbler::{Wire, WireChoice};
+use crate::client::{Route, Wire, WireChoice, DEFAULT_PATH};
+use crate::events::Watching;
+use crate::pacing::{Pacing, DEFAULT_CADENCE, DEFAULT_PER_SECOND};
 use crate::watchlist::{self, WatchList};
 use argh::FromArgs;
 use std::path::PathBuf;
@@ -10,7 +12,7 @@ use std::time::Duration;
 /// Ships installer logs to a Cobbler server while the install runs.
 #[derive(FromArgs, Debug)]
 #[argh(help_triggers("-h", "--help"))]
-pub struct Args {
+pub(crate) struct Args {
     /// the Cobbler system (or profile) name the logs belong to
     #[argh(option)]
     name: Option<String>,
@@ -20,10 +22,11 @@ pub struct Args {
     /// the server's HTTP port (default 80)
     #[argh(option, default = "80")]
     port: u16,
-    /// the XML-RPC path on the server (default /cobbler_api; an
-    /// anamon-receiver behind Apache may use another)
-    #[argh(option, default = "String::from(\"/cobbler_api\")")]
-    path: String,
+    /// the XML-RPC path on the server (default /cobbler_api, and
+    /// anamon-receiver's /anamon_api on the same server when that Cobbler
+    /// release refuses every upload); a path given here is always used
+    #[argh(option)]
+    path: Option<String>,
     /// send this token as upload_log_data's 6th argument (anamon-receiver
     /// --token-file checks it; Cobbler accepts and ignores it)
     #[argh(option)]
@@ -69,11 +72,15 @@ pub struct Args {
     /// (default 120)
     #[argh(option, default = "120")]
     exit_timeout: u64,
-    /// milliseconds between two uploads of a file that is being written
-    /// line by line: what is written meanwhile goes in one request (default
-    /// 20; a file quiet for that long ships at once)
-    #[argh(option, default = "20")]
-    min_interval: u64,
+    /// milliseconds between two uploads of a file that keeps growing (default
+    /// 1500): a file's first change after a quiet spell ships at once, later
+    /// ones gather, and the pace widens while the server is slow or failing
+    #[argh(option)]
+    pace: Option<u64>,
+    /// milliseconds between two uploads of a file, fixed, instead of --pace:
+    /// after an upload that caught the file up, the next waits this long
+    #[argh(option)]
+    min_interval: Option<u64>,
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -81,44 +88,59 @@ pub struct Args {
 
 /// The most --timeout and --exit-timeout take: a week.
 const MAX_SECONDS: u64 = 7 * 24 * 3600;
-/// The most --min-interval takes: an hour.
-const MAX_MIN_INTERVAL_MS: u64 = 3600 * 1000;
+/// The most --pace and --min-interval take: an hour.
+const MAX_INTERVAL_MS: u64 = 3600 * 1000;
 
 /// Everything the agent needs to run, checked.
 #[derive(Debug)]
-pub struct Config {
+pub(crate) struct Config {
     pub name: String,
     pub server: String,
     pub port: u16,
-    /// The URL path, e.g. `/cobbler_api`.
-    pub path: String,
+    pub route: Route,
     pub token: Option<String>,
     pub watch: WatchList,
-    pub exit_after_pass: bool,
-    pub foreground: bool,
+    pub mode: Mode,
+    pub detach: Detach,
     pub debug: bool,
     pub log_file: Option<PathBuf>,
     pub pidfile: Option<PathBuf>,
     pub wire: WireChoice,
-    pub force_poll: bool,
-    /// Stream `journalctl -f` as journal.log where there is a journal.
-    pub journal: bool,
+    pub watching: Watching,
+    /// Stream `journalctl -f` as journal.log where there is a journal: the
+    /// daemon with the default watch list and no `--no-journal`.
+    pub stream_journal: bool,
     pub timeout: Duration,
-    pub exit_timeout: Duration,
-    /// The least time between two uploads of a file that has caught up.
-    pub min_interval: Duration,
+}
+
+/// How long the agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Ship as files change, paced so, until a shutdown signal.
+    Daemon(Pacing),
+    /// `--exit`: ship what the files hold now, retrying for up to `limit`.
+    Once { limit: Duration },
+}
+
+/// Whether the agent leaves its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detach {
+    /// The default: double fork, own session, stdio away from the caller.
+    Background,
+    /// `--fg`.
+    Foreground,
 }
 
 /// What the command line asks for.
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     Run(Box<Config>),
     /// Print this on stdout and exit 0 (`--help`, `--version`).
     Print(String),
 }
 
 /// Parses `args` (without the program name). An error is one line.
-pub fn parse(args: &[String]) -> Result<Command, String> {
+pub(crate) fn parse(args: &[String]) -> Result<Command, String> {
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let parsed = match Args::from_args(&["anamon"], &strs) {
         Ok(a) => a,
@@ -170,16 +192,20 @@ impl Args {
             "string" => WireChoice::Fixed(Wire::Text),
             other => return Err(format!("--wire {other:?}: expected auto, base64 or string")),
         };
-        if !self.path.starts_with('/')
-            || self
-                .path
-                .contains(|c: char| c.is_whitespace() || c.is_control())
-        {
-            return Err(format!(
-                "--path {:?}: expected an absolute URL path such as /cobbler_api",
-                self.path
-            ));
-        }
+        let route = match self.path {
+            None => Route::Default,
+            Some(p)
+                if p.starts_with('/')
+                    && !p.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+            {
+                Route::Given(p)
+            }
+            Some(p) => {
+                return Err(format!(
+                    "--path {p:?}: expected an absolute URL path such as {DEFAULT_PATH}"
+                ))
+            }
+        };
         if let Some(t) = &self.token {
             if t.is_empty() || t.contains(|c: char| c.is_control()) {
                 return Err("--token: empty, or has control characters".into());
@@ -193,14 +219,32 @@ impl Args {
         }
         // Bounded so that no deadline computed from them can overflow.
         for (flag, value, max) in [
-            ("--timeout", self.timeout, MAX_SECONDS),
-            ("--exit-timeout", self.exit_timeout, MAX_SECONDS),
-            ("--min-interval", self.min_interval, MAX_MIN_INTERVAL_MS),
+            ("--timeout", Some(self.timeout), MAX_SECONDS),
+            ("--exit-timeout", Some(self.exit_timeout), MAX_SECONDS),
+            ("--pace", self.pace, MAX_INTERVAL_MS),
+            ("--min-interval", self.min_interval, MAX_INTERVAL_MS),
         ] {
-            if value > max {
+            if let Some(value) = value.filter(|v| *v > max) {
                 return Err(format!("{flag} {value}: at most {max}"));
             }
         }
+        let pacing = match (self.pace, self.min_interval) {
+            (Some(_), Some(_)) => {
+                return Err("--pace and --min-interval: give one or the other".into())
+            }
+            (None, Some(ms)) => Pacing::Fixed(Duration::from_millis(ms)),
+            (pace, None) => Pacing::Adaptive {
+                cadence: pace.map_or(DEFAULT_CADENCE, Duration::from_millis),
+                per_second: DEFAULT_PER_SECOND,
+            },
+        };
+        let mode = if self.exit {
+            Mode::Once {
+                limit: Duration::from_secs(self.exit_timeout),
+            }
+        } else {
+            Mode::Daemon(pacing)
+        };
         let watch = if self.watchfile.is_empty() {
             WatchList::defaults()
         } else {
@@ -228,20 +272,26 @@ impl Args {
             name,
             server,
             port: self.port,
-            path: self.path,
+            route,
             token: self.token,
+            stream_journal: !self.no_journal && self.watchfile.is_empty() && !self.exit,
             watch,
-            exit_after_pass: self.exit,
-            foreground: self.fg,
+            mode,
+            detach: if self.fg {
+                Detach::Foreground
+            } else {
+                Detach::Background
+            },
             debug: self.debug,
             log_file: absolute(self.log),
             pidfile: absolute(self.pidfile),
             wire,
-            force_poll: self.poll,
-            journal: !self.no_journal && self.watchfile.is_empty(),
+            watching: if self.poll {
+                Watching::Poll
+            } else {
+                Watching::Inotify
+            },
             timeout: Duration::from_secs(self.timeout),
-            exit_timeout: Duration::from_secs(self.exit_timeout),
-            min_interval: Duration::from_millis(self.min_interval),
         })
     }
 }
@@ -270,7 +320,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.watch.files, WatchList::defaults().files);
-        assert!(!c.exit_after_pass && !c.foreground);
+        assert!(matches!(c.mode, Mode::Daemon(Pacing::Adaptive { .. })));
+        assert_eq!(c.detach, Detach::Background);
+        assert_eq!(c.route, Route::Default);
+        assert!(c.stream_journal);
         let c = run(&[
             "--watchfile",
             "/var/log/boot.log /var/log/messages",
@@ -289,7 +342,8 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["boot.log", "messages"]
         );
-        assert!(c.exit_after_pass);
+        assert!(matches!(c.mode, Mode::Once { .. }));
+        assert!(!c.stream_journal);
         assert_eq!(c.port, 80);
     }
 
@@ -347,9 +401,78 @@ mod tests {
             ],
             &["--name", "n", "--server", "s", "--timeout", "604801"],
             &["--name", "n", "--server", "s", "--min-interval", "3600001"],
+            &["--name", "n", "--server", "s", "--pace", "3600001"],
+            &[
+                "--name",
+                "n",
+                "--server",
+                "s",
+                "--pace",
+                "1",
+                "--min-interval",
+                "1",
+            ],
+            &["--name", "n", "--server", "s", "--path", "cobbler_api"],
         ] {
             let e = run(args).unwrap_err();
             assert!(!e.is_empty() && !e.contains('\n'), "{args:?}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn pacing_and_path_choices() {
+        let c = run(&[
+            "--name",
+            "n",
+            "--server",
+            "s",
+            "--min-interval",
+            "20",
+            "--path",
+            "/x",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.mode,
+            Mode::Daemon(Pacing::Fixed(Duration::from_millis(20)))
+        );
+        assert_eq!(c.route, Route::Given("/x".into()));
+        let c = run(&["--name", "n", "--server", "s", "--pace", "250"]).unwrap();
+        assert!(matches!(
+            c.mode,
+            Mode::Daemon(Pacing::Adaptive { cadence, .. }) if cadence == Duration::from_millis(250)
+        ));
+    }
+
+    #[test]
+    fn the_flag_definitions_are_consistent() {
+        // argh checks its derive at compile time; the help must still name
+        // every flag the README documents.
+        let Ok(Command::Print(help)) = parse(&["--help".into()]) else {
+            panic!("--help prints");
+        };
+        for flag in [
+            "--name",
+            "--server",
+            "--port",
+            "--path",
+            "--token",
+            "--watchfile",
+            "--exit",
+            "--fg",
+            "--debug",
+            "--log",
+            "--pidfile",
+            "--wire",
+            "--no-journal",
+            "--poll",
+            "--timeout",
+            "--exit-timeout",
+            "--pace",
+            "--min-interval",
+            "--version",
+        ] {
+            assert!(help.contains(flag), "--help does not list {flag}");
         }
     }
 

@@ -32,15 +32,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How often the poll fallback looks.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What to watch: files, and directories where globs look for new files.
-pub struct Targets<'a> {
+pub(crate) struct Targets<'a> {
     pub files: &'a [PathBuf],
     pub globs: &'a [Glob],
 }
 
-pub struct EventSource {
+pub(crate) struct EventSource {
     pipe: WakePipe,
     inotify: Option<Inotify>,
 }
@@ -53,8 +53,10 @@ struct Inotify {
     /// What is watched now: each wanted directory, or for a missing one its
     /// nearest existing ancestor.
     watched: BTreeSet<PathBuf>,
-    /// Paths whose events matter, shared with notify's thread.
-    interesting: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Which events matter, shared with notify's thread.
+    interest: Arc<Mutex<Interest>>,
+    /// What `interest.muted` holds, as the main loop last set it.
+    muted: HashSet<PathBuf>,
     /// Set by notify's thread on any event other than written data (a
     /// creation, removal, rename, overflow): watches may need placing.
     layout_changed: Arc<AtomicBool>,
@@ -63,14 +65,35 @@ struct Inotify {
     mounts: Option<File>,
 }
 
+/// What notify's thread wakes the main loop for.
+#[derive(Default)]
+struct Interest {
+    /// Paths whose events matter: the files, the directories on the way to
+    /// them, symlinks' targets.
+    paths: HashSet<PathBuf>,
+    /// Files whose new bytes already have a time to go (their pace, a
+    /// hold): more data written to them needs no wake-up before then. Each
+    /// write of a busy log would otherwise wake the main loop only for it to
+    /// find nothing due.
+    muted: HashSet<PathBuf>,
+}
+
+/// How the agent hears of changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Watching {
+    Inotify,
+    /// `--poll`: a stat of every file once a second.
+    Poll,
+}
+
 impl EventSource {
     /// Starts watching. Returns the source and, when it polls, why.
-    pub fn new(
+    pub(crate) fn new(
         pipe: WakePipe,
         targets: &Targets<'_>,
-        force_poll: bool,
+        watching: Watching,
     ) -> (EventSource, Option<String>) {
-        if force_poll {
+        if watching == Watching::Poll {
             return (
                 EventSource {
                     pipe,
@@ -102,7 +125,7 @@ impl EventSource {
     /// Returns whether names may have changed (a file created, renamed or
     /// removed, a mount; always when polling): only then are globs worth
     /// a directory scan.
-    pub fn wait(&mut self, timeout: Option<Duration>) -> bool {
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> bool {
         let Some(ino) = &mut self.inotify else {
             let t = timeout.map_or(POLL_INTERVAL, |t| t.min(POLL_INTERVAL));
             self.pipe.wait(Some(t), None);
@@ -122,13 +145,30 @@ impl EventSource {
             Ok(())
         };
         if let Err(why) = result {
-            crate::info!(
+            info!(
                 "{why}; polling every {} s from now on",
                 POLL_INTERVAL.as_secs()
             );
             self.inotify = None;
         }
         woke.extra || layout_changed
+    }
+}
+
+impl EventSource {
+    /// Writes of data to `paths` wake nothing from now on (until the next
+    /// call): their bytes already have a time to go. Creations, removals
+    /// and renames still wake.
+    pub(crate) fn mute<'a>(&mut self, paths: impl Iterator<Item = &'a Path>) {
+        let Some(ino) = &mut self.inotify else { return };
+        let muted: HashSet<PathBuf> = paths.map(Path::to_path_buf).collect();
+        // The main loop's own copy, so an unchanged set (the usual case)
+        // takes no lock that notify's thread may be holding.
+        if ino.muted != muted {
+            let mut interest = ino.interest.lock().unwrap_or_else(|e| e.into_inner());
+            interest.muted.clone_from(&muted);
+            ino.muted = muted;
+        }
     }
 }
 
@@ -144,53 +184,60 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
     // watched one (its creation), or on a file a glob matches. Everything
     // else in a busy /tmp is dropped on notify's thread and costs the main
     // loop nothing.
-    let mut interesting: HashSet<PathBuf> = targets.files.iter().cloned().collect();
+    let mut paths: HashSet<PathBuf> = targets.files.iter().cloned().collect();
     for d in &dirs {
-        interesting.extend(d.ancestors().map(Path::to_path_buf));
+        paths.extend(d.ancestors().map(Path::to_path_buf));
     }
-    // Symlinks' targets are added as they are found (place_watches), hence
-    // the lock; it is taken only on notify's thread and on a wake-up.
-    let interesting = Arc::new(Mutex::new(interesting));
-    let shared = interesting.clone();
+    // Symlinks' targets are added as they are found (place_watches) and
+    // mutes change after passes, hence the lock; it is never contended for
+    // long: notify's thread takes it per event, the main loop per pass.
+    let interest = Arc::new(Mutex::new(Interest {
+        paths,
+        muted: HashSet::new(),
+    }));
+    let shared = interest.clone();
     let layout_changed = Arc::new(AtomicBool::new(false));
     let layout = layout_changed.clone();
     let globs = targets.globs.to_vec();
     let waker = pipe.waker();
     let handler = move |res: notify::Result<notify::Event>| {
-        let relevant = match &res {
-            // Opening and reading (our own, too: inotify reports them)
-            // change nothing; reacting to them would loop forever.
-            Ok(ev)
-                if matches!(
-                    ev.kind,
-                    EventKind::Access(
-                        AccessKind::Open(_)
-                            | AccessKind::Read
-                            | AccessKind::Close(AccessMode::Read)
-                    )
-                ) =>
-            {
-                false
-            }
-            Ok(ev) => {
-                let interesting = shared.lock().unwrap_or_else(|e| e.into_inner());
-                ev.need_rescan()
-                    || ev
-                        .paths
-                        .iter()
-                        .any(|p| interesting.contains(p) || globs.iter().any(|g| g.matches(p)))
-            }
+        let ev = match &res {
+            Ok(ev) => ev,
             // A queue overflow: a rescan is always correct.
-            Err(_) => true,
+            Err(_) => {
+                layout.store(true, Ordering::SeqCst);
+                waker.wake();
+                return;
+            }
         };
-        if relevant {
-            let data_only = matches!(
-                &res,
-                Ok(ev) if !ev.need_rescan() && matches!(
-                    ev.kind,
-                    EventKind::Modify(ModifyKind::Data(_)) | EventKind::Access(AccessKind::Close(AccessMode::Write))
-                )
+        // Opening and reading (our own, too: inotify reports them) change
+        // nothing; reacting to them would loop forever.
+        if matches!(
+            ev.kind,
+            EventKind::Access(
+                AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
+            )
+        ) {
+            return;
+        }
+        let data_only = !ev.need_rescan()
+            && matches!(
+                ev.kind,
+                EventKind::Modify(ModifyKind::Data(_))
+                    | EventKind::Access(AccessKind::Close(AccessMode::Write))
             );
+        let interest = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let matters =
+            |p: &PathBuf| interest.paths.contains(p) || globs.iter().any(|g| g.matches(p));
+        let relevant = if data_only {
+            ev.paths
+                .iter()
+                .any(|p| matters(p) && !interest.muted.contains(p))
+        } else {
+            ev.need_rescan() || ev.paths.iter().any(matters)
+        };
+        drop(interest);
+        if relevant {
             if !data_only {
                 layout.store(true, Ordering::SeqCst);
             }
@@ -205,7 +252,8 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
         files: targets.files.to_vec(),
         dirs,
         watched: BTreeSet::new(),
-        interesting,
+        interest,
+        muted: HashSet::new(),
         layout_changed,
         mounts,
     };
@@ -247,11 +295,13 @@ impl Inotify {
             let Ok(target) = std::fs::canonicalize(f) else {
                 continue;
             };
-            let mut interesting = self.interesting.lock().unwrap_or_else(|e| e.into_inner());
-            if interesting.insert(target.clone()) {
+            let mut interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+            if interest.paths.insert(target.clone()) {
                 if let Some(dir) = target.parent() {
                     self.dirs.insert(dir.to_path_buf());
-                    interesting.extend(dir.ancestors().map(Path::to_path_buf));
+                    interest
+                        .paths
+                        .extend(dir.ancestors().map(Path::to_path_buf));
                 }
             }
         }

@@ -6,16 +6,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
-pub fn set_debug(on: bool) {
+pub(crate) fn set_debug(on: bool) {
     DEBUG.store(on, Ordering::Relaxed);
 }
 
-pub fn debug_enabled() -> bool {
+pub(crate) fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
-#[doc(hidden)]
-pub fn write_line(args: std::fmt::Arguments<'_>) {
+pub(crate) fn write_line(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let line = format!("{} anamon[{}]: {args}\n", timestamp(), std::process::id());
     // One write(2) per line, so lines from a dying agent are never torn; a
@@ -52,13 +51,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// A line that is always written.
-#[macro_export]
 macro_rules! info {
     ($($arg:tt)*) => { $crate::log::write_line(format_args!($($arg)*)) };
 }
 
 /// A line written only with `--debug`.
-#[macro_export]
 macro_rules! debug {
     ($($arg:tt)*) => {
         if $crate::log::debug_enabled() { $crate::log::write_line(format_args!($($arg)*)) }

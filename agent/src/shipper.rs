@@ -1,346 +1,513 @@
-//! Delivery: walks the cursors, sends what the server lacks, and decides
-//! what to do when the server fails. The file on disk is the buffer, so a
-//! failure only delays; nothing is ever dropped.
+//! Delivery: for each watched file in turn, what is due, the next chunk,
+//! and its delivery; and what to do when the server fails. The file on disk
+//! is the buffer, so a failure only delays; nothing is ever dropped.
 
-use crate::cobbler::{Client, Error, Transport};
-use crate::cursor::{Problem, WatchedFile};
+use crate::backoff::{Backoff, BACKOFF_CAP};
+use crate::client::{Client, Refusal, Upload};
+use crate::cursor::{Chunk, Problem};
+use crate::error::Error;
+use crate::pacing::{FilePace, Pacer};
+use crate::transport::Transport;
+use crate::watched::{Hold, Repair, WatchedFile};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Python anamon's chunk size, and Cobbler's expectation of it.
-pub const CHUNK: usize = 256 * 1024;
-/// The longest pause between attempts while the server fails.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// How long after its last upload a quiet file keeps its descriptor open
+/// (see `cursor::Handle`): longer than the pace, so a busy log is opened
+/// once, and short, so an unmount at the end of an install finds nothing of
+/// the agent's open.
+const KEEP_OPEN: Duration = Duration::from_secs(3);
+
+/// What kind of pass: how long it may take, whether it is paced, what a
+/// shutdown signal does to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Round {
+    /// The daemon: paced, no deadline; a shutdown signal ends it.
+    Daemon,
+    /// `--exit`: unpaced, until `deadline`; a shutdown signal ends it.
+    Once { deadline: Instant },
+    /// After a shutdown signal: unpaced, until `deadline`; a file the
+    /// server faulted on gets one last try.
+    Flush { deadline: Instant },
+}
+
+impl Round {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Round::Daemon => None,
+            Round::Once { deadline } | Round::Flush { deadline } => Some(deadline),
+        }
+    }
+
+    /// How many of a repair's re-sends this round makes: the flush has no
+    /// time for them, and `--exit` waits only for the first.
+    fn repair_stages(self) -> usize {
+        match self {
+            Round::Daemon => Repair::ALL,
+            Round::Once { .. } => 1,
+            Round::Flush { .. } => 0,
+        }
+    }
+}
 
 /// How a pass ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Pass {
+pub(crate) enum Pass {
     /// The server has every byte of every readable file.
     Done,
+    /// The server is answering and has every byte it can take now; files
+    /// that wait (their pace, a hold after a fault, a repair) are due at
+    /// this instant. Writes to the other files are shipped meanwhile.
+    Waiting { until: Instant },
     /// The server failed; try again at this instant.
     Failed { retry_at: Instant },
-    /// The server is answering, and has every byte it can take now; files
-    /// it faulted on, or that wait out `--min-interval`, wait until this
-    /// instant. Writes to the other files are shipped meanwhile.
-    Waiting { until: Instant },
+    /// The final flush: what is left are files the server faulted on, and
+    /// each has had its last try.
+    HeldBack,
     /// The deadline passed or a shutdown signal came with bytes pending.
     Interrupted,
 }
 
-pub struct Shipper<T> {
+/// What one file's turn in a pass came to.
+enum Step {
+    /// Something happened that may let more happen: go round again.
+    Progress,
+    Idle,
+    /// The file has bytes to send at this instant (its pace, or a hold):
+    /// further writes to it change nothing until then.
+    Wait(Instant),
+    /// Something is due for the file at this instant (a repair), though it
+    /// has no new bytes: writes to it still matter.
+    Timer(Instant),
+    /// The final flush gave up on this file after its last try.
+    HeldBack,
+    /// The pass ends here.
+    Stop(Pass),
+}
+
+/// Whether a chunk carries new bytes or ones the server already has.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Send {
+    Forward,
+    Repair,
+}
+
+pub(crate) struct Shipper<T> {
     client: Client<T>,
-    name: String,
+    system: String,
     files: Vec<WatchedFile>,
     timeout: Duration,
+    pacer: Pacer,
     backoff: Backoff,
     /// The kind of failure last reported, so an outage is logged when it
     /// starts, when its nature changes, and when it ends: not per retry.
     outage: Option<&'static str>,
-    /// Files that exist but cannot be read, after the last pass.
-    unreadable: usize,
-    /// Per file (same index as `files`): held back after the server
-    /// answered a fault about that file alone.
-    held: Vec<Option<Hold>>,
-    /// The least time between two uploads of a file that has caught up
-    /// (`--min-interval`), in the daemon only.
-    min_interval: Duration,
-}
-
-/// A file the server faulted on (a receiver's size cap, Cobbler's lock
-/// conflict, a planted symlink): it waits out its own backoff while the
-/// other files keep flowing, since the server itself is answering.
-struct Hold {
-    until: Instant,
-    backoff: Backoff,
-    reason: String,
+    /// The bytes of the chunk in hand, kept across uploads.
+    buf: Vec<u8>,
+    /// Files that ended the last pass waiting with bytes to send.
+    waiting: Vec<usize>,
 }
 
 impl<T: Transport> Shipper<T> {
-    pub fn new(
+    pub(crate) fn new(
         client: Client<T>,
-        name: String,
+        system: String,
         files: Vec<WatchedFile>,
         timeout: Duration,
+        pacer: Pacer,
     ) -> Shipper<T> {
         Shipper {
             client,
-            name,
+            system,
+            files,
             timeout,
-            held: files.iter().map(|_| None).collect(),
+            pacer,
             backoff: Backoff::new(),
             outage: None,
-            unreadable: 0,
-            files,
-            min_interval: Duration::ZERO,
+            buf: Vec::with_capacity(CHUNK),
+            waiting: Vec::new(),
         }
     }
 
-    /// Once an upload has given the server all of a file, the next upload
-    /// of that file waits until `interval` has passed, and takes everything
-    /// written meanwhile: a log written line by line costs the server one
-    /// request per interval, not one per line. A file that was quiet for
-    /// that long ships at once, and a backlog (a 50 MiB burst) goes chunk
-    /// after chunk without waiting. Passes with a deadline (`--exit`, the
-    /// flush at shutdown) ignore it.
-    pub fn with_min_interval(mut self, interval: Duration) -> Shipper<T> {
-        self.min_interval = interval;
-        self
-    }
-
-    pub fn add(&mut self, file: WatchedFile) {
+    pub(crate) fn add(&mut self, file: WatchedFile) {
         self.files.push(file);
-        self.held.push(None);
     }
 
-    /// Files that exist but could not be read in the last pass.
-    pub fn unreadable(&self) -> usize {
-        self.unreadable
+    /// Files that exist but cannot be shipped.
+    pub(crate) fn unshippable(&self) -> usize {
+        self.files.iter().filter(|f| f.is_unshippable()).count()
     }
 
-    /// Sends everything pending, one chunk per file in turn so a busy log
-    /// cannot starve the others, until nothing is left, the server fails,
-    /// or `deadline` passes. `stop` is asked between requests.
-    pub fn pass(&mut self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> Pass {
-        let pacing = deadline.is_none() && !self.min_interval.is_zero();
+    /// The files that ended the last pass with bytes waiting for a known
+    /// time: more writes to them change nothing until then.
+    pub(crate) fn waiting(&self) -> impl Iterator<Item = &Path> {
+        self.waiting.iter().map(|&i| self.files[i].path.as_path())
+    }
+
+    /// Sends everything due, one chunk per file in turn so a busy log
+    /// cannot starve the others, until nothing is due, the server fails, or
+    /// the round's time is up.
+    pub(crate) fn pass(&mut self, round: Round) -> Pass {
         loop {
-            let mut sent_any = false;
-            // When the first file that waits may go: one held back after a
-            // fault (in this round or before), or one with new bytes that
-            // waits out --min-interval.
-            let mut waiting: Option<Instant> = None;
-            let mut skip_until = |due: Instant| waiting = Some(waiting.map_or(due, |w| w.min(due)));
-            self.unreadable = 0;
+            let mut progress = false;
+            let mut held_back = false;
+            let mut until: Option<Instant> = None;
+            self.waiting.clear();
             for i in 0..self.files.len() {
-                if let Some(h) = self.held[i].as_ref().filter(|h| Instant::now() < h.until) {
-                    skip_until(h.until);
-                    continue;
-                }
-                if pacing {
-                    let file = &self.files[i];
-                    if let Some(due) = file.caught_up.map(|t| t + self.min_interval) {
-                        if Instant::now() < due {
-                            if file.cursor.may_have_news(&file.path) {
-                                skip_until(due);
-                            }
-                            continue;
-                        }
+                match self.step(i, round) {
+                    Step::Progress => progress = true,
+                    Step::Idle => {}
+                    Step::Wait(t) => {
+                        self.waiting.push(i);
+                        until = Some(until.map_or(t, |u| u.min(t)));
                     }
-                }
-                let timeout = match deadline {
-                    Some(d) => match d.checked_duration_since(Instant::now()) {
-                        Some(left) if !left.is_zero() => left.min(self.timeout),
-                        _ => return Pass::Interrupted,
-                    },
-                    None if stop() => return Pass::Interrupted,
-                    None => self.timeout,
-                };
-                let file = &mut self.files[i];
-                let chunk = match file.cursor.next_chunk(&file.path, CHUNK) {
-                    Ok(c) => {
-                        if let Some(p) = file.problem.take() {
-                            if p != Problem::Missing {
-                                info!("{}: readable again", file.path.display());
-                            }
-                        }
-                        c
-                    }
-                    Err(p) => {
-                        if matches!(p, Problem::Unreadable(_)) {
-                            self.unreadable += 1;
-                        }
-                        if file.problem.as_ref() != Some(&p) {
-                            match p {
-                                Problem::Missing => debug!("{}: {p}", file.path.display()),
-                                _ => info!("{}: {p}", file.path.display()),
-                            }
-                            file.problem = Some(p);
-                        }
-                        continue;
-                    }
-                };
-                let Some(chunk) = chunk else { continue };
-                if chunk.restart && file.cursor.shipped() > 0 {
-                    info!(
-                        "{}: replaced, truncated or changed in place; sending it again from the start",
-                        file.path.display()
-                    );
-                }
-                match self.client.upload(
-                    &self.name,
-                    &file.alias,
-                    chunk.offset,
-                    &chunk.data,
-                    timeout,
-                ) {
-                    Ok(confirmed) => {
-                        if let Some(wire) = confirmed {
-                            info!("server accepts uploads as {wire}");
-                        }
-                        debug!(
-                            "{} -> {}: {} bytes at {}",
-                            file.path.display(),
-                            file.alias,
-                            chunk.data.len(),
-                            chunk.offset
-                        );
-                        file.cursor.commit(&chunk);
-                        // A full chunk may leave a backlog: no waiting then.
-                        file.caught_up = (chunk.data.len() < CHUNK).then(Instant::now);
-                        sent_any = true;
-                        if self.held[i].take().is_some() {
-                            info!("{}: the server takes it again", file.alias);
-                        }
-                        self.backoff.reset();
-                        if let Some(kind) = self.outage.take() {
-                            info!("server is taking uploads again (after: {kind}); resuming from each file's cursor");
-                        }
-                    }
-                    Err(e @ Error::Fault { .. }) => {
-                        let hold = self.held[i].get_or_insert_with(|| Hold {
-                            until: Instant::now(),
-                            backoff: Backoff::new(),
-                            reason: String::new(),
-                        });
-                        hold.until = Instant::now() + hold.backoff.next(false);
-                        skip_until(hold.until);
-                        let reason = e.to_string();
-                        if hold.reason != reason {
-                            info!(
-                                "upload of {} failed: {reason}; retrying this file with backoff (at most every {} s), the others go on",
-                                file.alias,
-                                BACKOFF_CAP.as_secs()
-                            );
-                            hold.reason = reason;
-                        } else {
-                            debug!("upload of {} failed again: {reason}", file.alias);
-                        }
-                    }
-                    Err(e) => {
-                        let alias = file.alias.clone();
-                        let retry_at = self.failed(&e, &alias);
-                        return Pass::Failed { retry_at };
-                    }
+                    Step::Timer(t) => until = Some(until.map_or(t, |u| u.min(t))),
+                    Step::HeldBack => held_back = true,
+                    Step::Stop(pass) => return pass,
                 }
             }
-            if !sent_any {
-                return match waiting {
-                    // It came due while this round went on: go again.
-                    Some(until) if until <= Instant::now() => continue,
-                    Some(until) => Pass::Waiting { until },
-                    None => Pass::Done,
-                };
+            if progress {
+                continue;
+            }
+            return match until {
+                // It came due while this round went on: go again.
+                Some(t) if t <= Instant::now() => continue,
+                Some(until) => Pass::Waiting { until },
+                None if held_back => Pass::HeldBack,
+                None => Pass::Done,
+            };
+        }
+    }
+
+    /// One file's turn: what is due, then the next chunk, then delivery.
+    fn step(&mut self, i: usize, round: Round) -> Step {
+        let now = Instant::now();
+        if let Some(step) = self.held_back(i, round, now) {
+            return step;
+        }
+        let due = match round {
+            Round::Daemon => self.pacer.due(self.files[i].pace, now),
+            _ => now,
+        };
+        if due > now {
+            let f = &self.files[i];
+            if f.cursor.may_have_news(&f.path) {
+                return Step::Wait(due);
+            }
+        } else if let Some(chunk) = self.next_chunk(i) {
+            return self.deliver(i, chunk, Send::Forward, round);
+        }
+        match self.repair(i, round, now) {
+            Step::Idle => self.quiet(i, round, now),
+            step => step,
+        }
+    }
+
+    /// A file with nothing to do lets go of its descriptor once it has been
+    /// quiet for [`KEEP_OPEN`] (the daemon wakes for that: [`next_release`]).
+    ///
+    /// [`next_release`]: Shipper::next_release
+    fn quiet(&mut self, i: usize, round: Round, now: Instant) -> Step {
+        let f = &mut self.files[i];
+        let keep = matches!(f.pace, FilePace::CaughtUp(at) if round == Round::Daemon && now < at + KEEP_OPEN);
+        if !keep {
+            f.cursor.release();
+        }
+        Step::Idle
+    }
+
+    /// Lets quiet files whose time has come go of their descriptors, and
+    /// says when the next one is due. Passes do it too; this is for the
+    /// times when no pass runs (the server failing, nothing written).
+    pub(crate) fn release_quiet(&mut self, now: Instant) -> Option<Instant> {
+        for f in &mut self.files {
+            if matches!(f.pace, FilePace::CaughtUp(at) if now >= at + KEEP_OPEN) {
+                f.cursor.release();
+            }
+        }
+        self.next_release()
+    }
+
+    /// When the next quiet file is due to let go of its descriptor.
+    fn next_release(&self) -> Option<Instant> {
+        self.files
+            .iter()
+            .filter(|f| f.cursor.holds_open())
+            .filter_map(|f| match f.pace {
+                FilePace::CaughtUp(at) => Some(at + KEEP_OPEN),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// `Some` when a fault holds the file back now.
+    fn held_back(&mut self, i: usize, round: Round, now: Instant) -> Option<Step> {
+        let hold = self.files[i].hold.as_ref()?;
+        match round {
+            Round::Flush { .. } if hold.last_try_spent => Some(Step::HeldBack),
+            Round::Flush { .. } => None,
+            _ if now < hold.until => Some(Step::Wait(hold.until)),
+            _ => None,
+        }
+    }
+
+    /// Reads the next chunk into `buf`; a file that cannot be read is
+    /// reported (once) and skipped.
+    fn next_chunk(&mut self, i: usize) -> Option<Chunk> {
+        let f = &mut self.files[i];
+        match f.cursor.next_chunk(&f.path, CHUNK, &mut self.buf) {
+            Ok(chunk) => {
+                if let Some(p) = f.problem.take() {
+                    if p != Problem::Missing {
+                        info!("{}: readable again", f.path.display());
+                    }
+                }
+                chunk
+            }
+            Err(p) => {
+                report_problem(f, p);
+                None
             }
         }
     }
 
-    /// Records a failure; logs it if it starts an outage or changes its kind.
-    fn failed(&mut self, e: &Error, alias: &str) -> Instant {
-        let kind = kind_of(e);
-        let delay = self.backoff.next(matches!(e, Error::Refused));
-        if self.outage != Some(kind) {
-            let why = match e {
-                Error::Refused => self.explain_refusal(),
-                _ => String::new(),
-            };
+    /// After an abandoned offset-0 request: once the file has caught up and
+    /// a re-send is due, sends the next chunk of the bytes after that
+    /// request's chunk again, at their own offsets.
+    fn repair(&mut self, i: usize, round: Round, now: Instant) -> Step {
+        let f = &mut self.files[i];
+        let Some(r) = &f.repair else {
+            return Step::Idle;
+        };
+        let Some(due) = r
+            .due(round.repair_stages())
+            .filter(|d| round.deadline().is_none_or(|dl| *d < dl))
+        else {
+            return Step::Idle;
+        };
+        if due > now {
+            return Step::Timer(due);
+        }
+        let at = r.next;
+        match f.cursor.shipped_bytes_at(&f.path, at, CHUNK, &mut self.buf) {
+            Ok(Some(chunk)) => self.deliver(i, chunk, Send::Repair, round),
+            // Nothing after the chunk, or no longer the same file (its next
+            // upload starts over at offset 0): this re-send is complete.
+            Ok(None) => {
+                debug!("{}: re-sent its bytes after offset {}", f.alias, r.from);
+                Repair::finished_one(&mut f.repair);
+                Step::Progress
+            }
+            Err(p) => {
+                report_problem(f, p);
+                Step::Idle
+            }
+        }
+    }
+
+    /// Uploads the chunk in `buf` and records what came of it.
+    fn deliver(&mut self, i: usize, chunk: Chunk, send: Send, round: Round) -> Step {
+        let now = Instant::now();
+        let timeout = match self.time_left(round, now) {
+            Some(t) => t,
+            None => return Step::Stop(Pass::Interrupted),
+        };
+        let f = &mut self.files[i];
+        if send == Send::Forward && chunk.restart && f.cursor.shipped() > 0 {
             info!(
-                "upload of {alias} failed: {e}{why}; keeping the data on disk and retrying with backoff (at most every {} s)",
-                BACKOFF_CAP.as_secs()
+                "{}: replaced, truncated or changed in place; sending it again from the start",
+                f.path.display()
             );
-            self.outage = Some(kind);
-        } else {
+        }
+        if round == Round::Daemon {
+            self.pacer.spend(f.pace, now);
+        }
+        let up = Upload {
+            system: &self.system,
+            file: &f.alias,
+            offset: chunk.offset,
+            data: &self.buf,
+        };
+        let result = self.client.upload(&up, timeout);
+        match result {
+            Ok(confirmed) => {
+                if let Some(wire) = confirmed {
+                    info!("server accepts uploads as {wire}");
+                }
+                self.pacer.answered(now.elapsed(), chunk.len);
+                debug!(
+                    "{} -> {}: {} bytes at {}{}",
+                    f.path.display(),
+                    f.alias,
+                    chunk.len,
+                    chunk.offset,
+                    if send == Send::Repair {
+                        " (re-sent)"
+                    } else {
+                        ""
+                    }
+                );
+                match send {
+                    Send::Forward => {
+                        f.cursor.commit(&chunk, &self.buf);
+                        f.pace = FilePace::after_upload(chunk.len, CHUNK, Instant::now());
+                    }
+                    Send::Repair => {
+                        if let Some(r) = &mut f.repair {
+                            r.next = chunk.offset + chunk.len as u64;
+                        }
+                    }
+                }
+                if f.hold.take().is_some() {
+                    info!("{}: the server takes it again", f.alias);
+                }
+                self.backoff.reset();
+                if let Some(kind) = self.outage.take() {
+                    info!("server is taking uploads again (after: {kind}); resuming from each file's cursor");
+                }
+                Step::Progress
+            }
+            // A fault is about this file (a receiver's cap, a lock, a planted
+            // link): its own hold backs it off; the server itself is fine,
+            // so the others keep their pace.
+            Err(e @ Error::Fault { .. }) => {
+                let reason = e.to_string();
+                if Hold::after_fault(&mut f.hold, reason.clone(), Instant::now()) {
+                    info!(
+                        "upload of {} failed: {reason}; retrying this file with backoff (at most every {} s), the others go on",
+                        f.alias,
+                        BACKOFF_CAP.as_secs()
+                    );
+                } else {
+                    debug!("upload of {} failed again: {reason}", f.alias);
+                }
+                let hold = f.hold.as_mut().expect("just set");
+                match round {
+                    Round::Flush { .. } => {
+                        hold.last_try_spent = true;
+                        Step::HeldBack
+                    }
+                    _ => Step::Wait(hold.until),
+                }
+            }
+            Err(Error::OffsetTooLarge) => {
+                report_problem(f, Problem::TooLarge);
+                Step::Idle
+            }
+            Err(e) => {
+                if send == Send::Forward && chunk.offset == 0 && e.may_land_late() {
+                    Repair::after_abandoned(&mut f.repair, chunk.len, timeout, Instant::now());
+                }
+                if matches!(e, Error::Interrupted) {
+                    return Step::Stop(Pass::Interrupted);
+                }
+                self.pacer.trouble();
+                let alias = f.alias.clone();
+                self.failed(&e, &alias, round)
+            }
+        }
+    }
+
+    /// How long the next request may take; `None` when the round is over.
+    fn time_left(&self, round: Round, now: Instant) -> Option<Duration> {
+        if matches!(round, Round::Daemon | Round::Once { .. }) && crate::sys::shutdown_requested() {
+            return None;
+        }
+        match round.deadline() {
+            None => Some(self.timeout),
+            Some(d) => d
+                .checked_duration_since(now)
+                .filter(|left| !left.is_zero())
+                .map(|left| left.min(self.timeout)),
+        }
+    }
+
+    /// Records a failure of the server; logs it if it starts an outage or
+    /// changes its kind. A refusal is looked into: the server's release may
+    /// explain it, or send the agent to a receiver beside it.
+    fn failed(&mut self, e: &Error, alias: &str, round: Round) -> Step {
+        let kind = e.kind();
+        if self.outage == Some(kind) {
+            let delay = self.backoff.next(matches!(e, Error::Refused));
             debug!(
                 "upload of {alias} failed again: {e}; next try in {} ms",
                 delay.as_millis()
             );
+            return Step::Stop(Pass::Failed {
+                retry_at: Instant::now() + delay,
+            });
         }
-        Instant::now() + delay
-    }
-
-    /// Cobbler says only `False`; its version tells the likeliest cause.
-    fn explain_refusal(&mut self) -> String {
-        let version = self
-            .client
-            .version(self.timeout.min(Duration::from_secs(5)));
-        let name = &self.name;
-        match version {
-            Ok(v) if v.starts_with("3.3") => format!(
-                " — Cobbler {v}: every 3.3.x release refuses all anamon uploads as shipped (a server bug; see the anamon README)"
-            ),
-            Ok(v) => format!(" — Cobbler {v}: anamon_enabled is off, or no system or profile is named {name:?}"),
-            Err(_) => format!(" — anamon_enabled is off, or no system or profile is named {name:?}"),
+        let mut why = String::new();
+        if matches!(e, Error::Refused) && !matches!(round, Round::Flush { .. }) {
+            let probe = self.timeout.min(Duration::from_secs(5));
+            match self.client.refusal(&self.system, probe) {
+                Refusal::Rerouted { path, why } => {
+                    info!("uploads now go to {path} on the same server: {why}");
+                    return Step::Progress;
+                }
+                Refusal::Explained(w) => why = format!(" — {w}"),
+            }
         }
+        let delay = self.backoff.next(matches!(e, Error::Refused));
+        info!(
+            "upload of {alias} failed: {e}{why}; keeping the data on disk and retrying with backoff (at most every {} s)",
+            BACKOFF_CAP.as_secs()
+        );
+        self.outage = Some(kind);
+        Step::Stop(Pass::Failed {
+            retry_at: Instant::now() + delay,
+        })
     }
 }
 
-fn kind_of(e: &Error) -> &'static str {
-    match e {
-        Error::Connect(_) => "server unreachable",
-        Error::Timeout => "server not answering",
-        Error::Io(_) => "connection broken",
-        Error::Http { .. } => "HTTP error",
-        Error::NotXmlRpc(_) | Error::TooLarge | Error::Unexpected(_) => "not an XML-RPC answer",
-        Error::Fault { .. } => "server fault",
-        Error::Refused => "refused",
-    }
-}
-
-/// Exponential backoff with jitter: 0.5 s doubling to 30 s for failures,
-/// starting at 5 s for refusals (a refusing server will not change its mind
-/// in a second). Jitter spreads many agents restarting against one server.
-struct Backoff {
-    failures: u32,
-    rng: u64,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ (u64::from(std::process::id()) << 32);
-        Backoff {
-            failures: 0,
-            rng: seed | 1,
+/// Logs a file's problem when it starts or changes.
+fn report_problem(f: &mut WatchedFile, p: Problem) {
+    if f.problem.as_ref() != Some(&p) {
+        match p {
+            Problem::Missing => debug!("{}: {p}", f.path.display()),
+            _ => info!("{}: {p}", f.path.display()),
         }
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
-
-    fn next(&mut self, refused: bool) -> Duration {
-        let base = if refused {
-            Duration::from_secs(5)
-        } else {
-            Duration::from_millis(500)
-        };
-        let full = base
-            .saturating_mul(1 << self.failures.min(10))
-            .min(BACKOFF_CAP);
-        self.failures += 1;
-        // xorshift64: no dependency for a few random bits.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let frac = (self.rng % 1000) as u32;
-        full / 2 + full / 2 * frac / 1000
+        f.problem = Some(p);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cobbler::tests::{FAULT, TRUE};
-    use crate::cobbler::WireChoice;
+    use crate::client::tests::{Scripted, FAULT, TRUE};
+    use crate::client::{Route, Wire, WireChoice};
+    use crate::pacing::Pacing;
+    use std::cell::RefCell;
     use std::path::PathBuf;
+    use std::rc::Rc;
 
-    /// A server that faults on uploads of one file and stores the others.
-    struct FaultsOn(&'static str);
+    /// A server that faults on uploads of one file, stores the others, and
+    /// keeps a log of (file, offset) of every upload it was sent.
+    #[derive(Clone, Default)]
+    struct Recording {
+        fault_on: Option<&'static str>,
+        calls: Rc<RefCell<Vec<(String, u64)>>>,
+    }
 
-    impl Transport for FaultsOn {
-        fn post(&mut self, body: &[u8], _: Duration) -> Result<Vec<u8>, Error> {
-            let faulted =
-                String::from_utf8_lossy(body).contains(&format!("<string>{}</string>", self.0));
-            Ok(if faulted {
+    impl Transport for Recording {
+        fn post(&mut self, _: &str, body: &[u8], _: Duration) -> Result<Vec<u8>, Error> {
+            let s = String::from_utf8_lossy(body);
+            let strings: Vec<&str> = s
+                .split("<string>")
+                .skip(1)
+                .filter_map(|x| x.split("</string>").next())
+                .collect();
+            let ints: Vec<u64> = s
+                .split("<int>")
+                .skip(1)
+                .filter_map(|x| x.split("</int>").next()?.parse().ok())
+                .collect();
+            let file = strings.get(1).copied().unwrap_or_default().to_string();
+            self.calls.borrow_mut().push((file.clone(), ints[1]));
+            Ok(if Some(file.as_str()) == self.fault_on {
                 FAULT.as_bytes().to_vec()
             } else {
                 TRUE.as_bytes().to_vec()
@@ -348,126 +515,281 @@ mod tests {
         }
     }
 
-    /// A server that stores everything and counts the calls.
-    struct Counting(std::rc::Rc<std::cell::Cell<usize>>);
+    fn shipper<T: Transport>(t: T, dir: &Path, names: &[&str], pacing: Pacing) -> Shipper<T> {
+        let files = names
+            .iter()
+            .map(|n| WatchedFile::new(dir.join(n), n.to_string()))
+            .collect();
+        let client = Client::new(t, WireChoice::Fixed(Wire::Binary), Route::Default);
+        Shipper::new(
+            client,
+            "sys".into(),
+            files,
+            Duration::from_secs(1),
+            Pacer::new(pacing),
+        )
+    }
 
-    impl Transport for Counting {
-        fn post(&mut self, _: &[u8], _: Duration) -> Result<Vec<u8>, Error> {
-            self.0.set(self.0.get() + 1);
-            Ok(TRUE.as_bytes().to_vec())
-        }
+    fn append(p: &PathBuf, b: &[u8]) {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+            .unwrap()
+            .write_all(b)
+            .unwrap();
+    }
+
+    fn sleep_until(t: Instant) {
+        std::thread::sleep(t.saturating_duration_since(Instant::now()));
     }
 
     #[test]
     fn min_interval_gathers_lines_but_never_slows_a_backlog() {
-        let dir = std::env::temp_dir().join(format!("anamon-pace-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join("program.log");
-        let burst = dir.join("burst.log");
-        std::fs::write(&log, b"line 1\n").unwrap();
-        let calls = std::rc::Rc::new(std::cell::Cell::new(0));
-        let client = Client::new(
-            Counting(calls.clone()),
-            WireChoice::Fixed(crate::cobbler::Wire::Binary),
-        );
-        let files = vec![
-            WatchedFile::new(log.clone(), "program.log".into()),
-            WatchedFile::new(burst.clone(), "burst.log".into()),
-        ];
+        let dir = tempfile::tempdir().unwrap();
+        let (log, burst) = (dir.path().join("program.log"), dir.path().join("burst.log"));
+        append(&log, b"line 1\n");
+        let server = Recording::default();
+        let calls = server.calls.clone();
         let interval = Duration::from_millis(300);
-        let mut shipper = Shipper::new(client, "sys".into(), files, Duration::from_secs(1))
-            .with_min_interval(interval);
-        let never = || false;
-        let append = |p: &PathBuf, b: &[u8]| {
-            use std::io::Write;
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(p)
-                .unwrap()
-                .write_all(b)
-                .unwrap();
-        };
+        let mut s = shipper(
+            server,
+            dir.path(),
+            &["program.log", "burst.log"],
+            Pacing::Fixed(interval),
+        );
 
         // A quiet file ships at once.
-        assert_eq!(shipper.pass(None, &never), Pass::Done);
-        assert_eq!(calls.get(), 1);
+        assert_eq!(s.pass(Round::Daemon), Pass::Done);
+        assert_eq!(calls.borrow().len(), 1);
         // Lines right after it wait for the interval, then go together.
         append(&log, b"line 2\n");
         append(&log, b"line 3\n");
-        let Pass::Waiting { until } = shipper.pass(None, &never) else {
+        let Pass::Waiting { until } = s.pass(Round::Daemon) else {
             panic!("a file shipped just now must wait out the interval");
         };
-        assert_eq!(calls.get(), 1);
+        assert_eq!(calls.borrow().len(), 1);
         assert!(until > Instant::now() && until <= Instant::now() + interval);
+        assert_eq!(s.waiting().collect::<Vec<_>>(), [log.as_path()]);
         // A backlog in another file is not held back meanwhile.
         append(&burst, &vec![b'x'; 3 * CHUNK + 5]);
-        assert!(matches!(shipper.pass(None, &never), Pass::Waiting { .. }));
-        assert_eq!(calls.get(), 1 + 4, "four chunks back to back");
-        std::thread::sleep(until.saturating_duration_since(Instant::now()));
-        assert_eq!(shipper.pass(None, &never), Pass::Done);
-        assert_eq!(calls.get(), 6, "lines 2 and 3 in one request");
-        assert_eq!(shipper.files[0].cursor.shipped(), 21);
+        assert!(matches!(s.pass(Round::Daemon), Pass::Waiting { .. }));
+        assert_eq!(calls.borrow().len(), 1 + 4, "four chunks back to back");
+        sleep_until(until);
+        assert_eq!(s.pass(Round::Daemon), Pass::Done);
+        assert_eq!(calls.borrow().len(), 6, "lines 2 and 3 in one request");
+        assert_eq!(s.files[0].cursor.shipped(), 21);
         // With a deadline (--exit, the flush at shutdown) nothing waits.
         append(&log, b"line 4\n");
         let soon = Instant::now() + Duration::from_secs(5);
-        assert_eq!(shipper.pass(Some(soon), &never), Pass::Done);
-        assert_eq!(calls.get(), 7);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(s.pass(Round::Once { deadline: soon }), Pass::Done);
+        assert_eq!(calls.borrow().len(), 7);
+    }
+
+    #[test]
+    fn a_busy_file_ships_once_per_cadence_and_a_quiet_one_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (busy, quiet) = (dir.path().join("busy.log"), dir.path().join("quiet.log"));
+        let server = Recording::default();
+        let calls = server.calls.clone();
+        let cadence = Duration::from_millis(400);
+        let pacing = Pacing::Adaptive {
+            cadence,
+            per_second: 100,
+        };
+        let mut s = shipper(server, dir.path(), &["busy.log", "quiet.log"], pacing);
+        let start = Instant::now();
+        let mut next_line = start;
+        // 30 lines 20 ms apart into busy.log, passes as the daemon runs them.
+        for n in 0..30 {
+            sleep_until(next_line);
+            append(&busy, format!("line {n}\n").as_bytes());
+            if n == 15 {
+                append(&quiet, b"first line after a quiet spell\n");
+                let before = calls.borrow().len();
+                s.pass(Round::Daemon);
+                assert!(
+                    calls.borrow()[before..]
+                        .iter()
+                        .any(|(f, _)| f == "quiet.log"),
+                    "the quiet file's first line must go at once"
+                );
+            }
+            s.pass(Round::Daemon);
+            next_line += Duration::from_millis(20);
+        }
+        let wrote_for = start.elapsed();
+        let busy_calls = calls
+            .borrow()
+            .iter()
+            .filter(|(f, _)| f == "busy.log")
+            .count();
+        let bound = (wrote_for.as_millis() / cadence.as_millis()) as usize + 1;
+        assert!(
+            busy_calls <= bound,
+            "{busy_calls} uploads of a file written for {wrote_for:?} (at most {bound})"
+        );
+    }
+
+    #[test]
+    fn a_quiet_file_lets_go_of_its_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        append(&log, b"one\n");
+        let mut s = shipper(
+            Recording::default(),
+            dir.path(),
+            &["x.log"],
+            Pacing::Fixed(Duration::ZERO),
+        );
+        // Shipped, and kept open for the next append...
+        assert_eq!(s.pass(Round::Daemon), Pass::Done);
+        assert!(s.files[0].cursor.holds_open());
+        let until = s.release_quiet(Instant::now()).expect("a time to let go");
+        assert!(until <= Instant::now() + KEEP_OPEN);
+        // ...until it has been quiet that long.
+        sleep_until(until);
+        assert_eq!(s.pass(Round::Daemon), Pass::Done);
+        assert!(!s.files[0].cursor.holds_open());
+        assert_eq!(s.release_quiet(Instant::now()), None);
     }
 
     #[test]
     fn a_fault_on_one_file_holds_only_that_file() {
-        let dir = std::env::temp_dir().join(format!("anamon-shipper-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = |n: &str| -> PathBuf { dir.join(n) };
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n);
         std::fs::write(path("big.log"), b"refused by the server\n").unwrap();
         std::fs::write(path("small.log"), b"first\n").unwrap();
-        let files = ["big.log", "small.log"]
-            .iter()
-            .map(|n| WatchedFile::new(path(n), n.to_string()))
-            .collect();
-        let client = Client::new(
-            FaultsOn("big.log"),
-            WireChoice::Fixed(crate::cobbler::Wire::Binary),
+        let server = Recording {
+            fault_on: Some("big.log"),
+            ..Recording::default()
+        };
+        let mut s = shipper(
+            server,
+            dir.path(),
+            &["big.log", "small.log"],
+            Pacing::Fixed(Duration::ZERO),
         );
-        let mut shipper = Shipper::new(client, "sys".into(), files, Duration::from_secs(1));
-        let never = || false;
 
         // Not Failed: that would hold back every file until the retry.
-        let Pass::Waiting { until } = shipper.pass(None, &never) else {
+        let Pass::Waiting { until } = s.pass(Round::Daemon) else {
             panic!("a fault on one file must leave the others flowing");
         };
         assert!(until > Instant::now());
-        assert_eq!(shipper.files[1].cursor.shipped(), 6);
+        assert_eq!(s.files[1].cursor.shipped(), 6);
 
         // The held file is not retried before its time; the other ships.
         std::fs::write(path("small.log"), b"first\nsecond\n").unwrap();
-        assert!(matches!(shipper.pass(None, &never), Pass::Waiting { .. }));
-        assert_eq!(shipper.files[1].cursor.shipped(), 13);
-        assert_eq!(shipper.files[0].cursor.shipped(), 0);
+        assert!(matches!(s.pass(Round::Daemon), Pass::Waiting { .. }));
+        assert_eq!(s.files[1].cursor.shipped(), 13);
+        assert_eq!(s.files[0].cursor.shipped(), 0);
 
         // Once due, it is retried; faulting again, it waits again. (Done
         // would leave it unsent until some file changes.)
-        std::thread::sleep(until.saturating_duration_since(Instant::now()));
-        let Pass::Waiting { until: again } = shipper.pass(None, &never) else {
+        sleep_until(until);
+        let Pass::Waiting { until: again } = s.pass(Round::Daemon) else {
             panic!("a file that faulted again must be waited for");
         };
         assert!(again > until);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn backoff_grows_to_the_cap_with_jitter_and_resets() {
-        let mut b = Backoff::new();
-        let first = b.next(false);
-        assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(500));
-        let mut last = first;
-        for _ in 0..20 {
-            last = b.next(false);
+    fn the_final_flush_gives_a_held_file_one_last_try_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big.log"), b"held\n").unwrap();
+        let server = Recording {
+            fault_on: Some("big.log"),
+            ..Recording::default()
+        };
+        let calls = server.calls.clone();
+        let mut s = shipper(
+            server,
+            dir.path(),
+            &["big.log"],
+            Pacing::Fixed(Duration::ZERO),
+        );
+        let Pass::Waiting { until } = s.pass(Round::Daemon) else {
+            panic!("held");
+        };
+        assert!(until > Instant::now());
+        // The flush does not wait for the hold: one try now, then it is
+        // over for that file (HeldBack, not Waiting, so the flush can end
+        // instead of sleeping its grace period away).
+        let deadline = Instant::now() + Duration::from_millis(1400);
+        assert_eq!(s.pass(Round::Flush { deadline }), Pass::HeldBack);
+        assert_eq!(calls.borrow().len(), 2);
+        assert_eq!(s.pass(Round::Flush { deadline }), Pass::HeldBack);
+        assert_eq!(calls.borrow().len(), 2, "one last try, not one per pass");
+    }
+
+    /// A server that times out on the first `n` uploads (the request was
+    /// sent and may land later), then stores everything.
+    struct TimesOutFirst(usize, Rc<RefCell<Vec<(String, u64)>>>);
+
+    impl Transport for TimesOutFirst {
+        fn post(&mut self, path: &str, body: &[u8], t: Duration) -> Result<Vec<u8>, Error> {
+            let mut inner = Recording {
+                fault_on: None,
+                calls: self.1.clone(),
+            };
+            let r = inner.post(path, body, t);
+            if self.0 > 0 {
+                self.0 -= 1;
+                return Err(Error::Timeout);
+            }
+            r
         }
-        assert!(last >= BACKOFF_CAP / 2 && last <= BACKOFF_CAP);
-        b.reset();
-        assert!(b.next(true) >= Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn an_abandoned_offset_0_request_is_repaired_after_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("anaconda.log");
+        append(&log, &vec![b'a'; 1000]);
+        let calls = Rc::new(RefCell::new(Vec::new()));
+        let mut s = shipper(
+            TimesOutFirst(1, calls.clone()),
+            dir.path(),
+            &["anaconda.log"],
+            Pacing::Fixed(Duration::ZERO),
+        );
+        // The first request (offset 0, 1000 bytes) times out; it is retried.
+        let Pass::Failed { retry_at } = s.pass(Round::Daemon) else {
+            panic!("a timeout is a failure");
+        };
+        sleep_until(retry_at);
+        append(&log, &vec![b'b'; 500]);
+        let Pass::Waiting { until } = s.pass(Round::Daemon) else {
+            panic!("a repair is due later");
+        };
+        assert_eq!(s.files[0].cursor.shipped(), 1500);
+        assert!(
+            calls.borrow().iter().all(|(_, off)| *off == 0),
+            "{:?}",
+            calls.borrow()
+        );
+        // After the timeout has passed again, the bytes after the first
+        // chunk go again, at their offsets, never at 0.
+        sleep_until(until);
+        let before = calls.borrow().len();
+        s.pass(Round::Daemon);
+        assert_eq!(
+            calls.borrow()[before..],
+            [("anaconda.log".to_string(), 1000)]
+        );
+    }
+
+    #[test]
+    fn scripted_transport_answers_the_shipper_too() {
+        // The client's scripted server drives the shipper: a refusal from a
+        // release that takes uploads is an outage, retried later.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.log"), b"x\n").unwrap();
+        let version = crate::client::tests::version_answer("4.0.0b7");
+        let t = Scripted::new(vec![Ok(crate::client::tests::FALSE), Ok(&version)]);
+        let mut s = shipper(t, dir.path(), &["x.log"], Pacing::Fixed(Duration::ZERO));
+        assert!(matches!(s.pass(Round::Daemon), Pass::Failed { .. }));
+        assert_eq!(s.outage, Some("refused"));
     }
 }

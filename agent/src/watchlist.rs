@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// Python anamon's watch list (path, server-side name).
-pub const PYTHON_WATCH: &[(&str, &str)] = &[
+pub(crate) const PYTHON_WATCH: &[(&str, &str)] = &[
     ("/tmp/anaconda.log", "anaconda.log"),
     ("/tmp/syslog", "sys.log"),
     ("/tmp/anacdump.txt", "anacdump.txt"),
@@ -26,7 +26,7 @@ pub const PYTHON_WATCH: &[(&str, &str)] = &[
 /// only after /mnt/sysimage has stayed mounted for 60 s; here they are
 /// watched from the start and shipped when they appear (the event source
 /// follows mounts). `tmp+install.log` is not a name servers >= 3.2.2 accept.
-pub const PYTHON_WAIT: &[(&str, &str)] = &[
+pub(crate) const PYTHON_WAIT: &[(&str, &str)] = &[
     ("/mnt/sysimage/root/install.log", "install.log"),
     ("/mnt/sysimage/tmp/install.log", "tmp_install.log"),
     ("/mnt/sysimage/root/upgrade.log", "upgrade.log"),
@@ -36,26 +36,36 @@ pub const PYTHON_WAIT: &[(&str, &str)] = &[
     ("/mnt/sysimage/etc/zipl.conf", "zipl.conf"),
 ];
 
-/// What Anaconda writes since RHEL6/7 and Python anamon does not know.
-/// Not `sensitive-info.log`: Anaconda keeps it out of the installed system
-/// on purpose, and uploads travel unauthenticated and unencrypted.
-pub const NEWER_ANACONDA: &[(&str, &str)] = &[
+/// What Anaconda writes since RHEL6/7 and Python anamon does not know
+/// (read in rhinstaller/anaconda: `pyanaconda/anaconda_logging.py`, the
+/// exception handler's file list, `data/post-scripts/99-copy-logs.ks`, the
+/// web UI's logger): dnf4's librepo and hawkey logs, DNF5's `dnf.log`
+/// (Anaconda ≥ 43.30), the DBus modules' stderr, the web UI's log, and
+/// blivet-gui's. Not `sensitive-info.log`: Anaconda keeps it out of the
+/// installed system on purpose, and uploads travel unauthenticated and
+/// unencrypted. Not `/tmp/journal.log` (the web UI's dump for bug reports):
+/// the journal is streamed as `journal.log` already.
+pub(crate) const NEWER_ANACONDA: &[(&str, &str)] = &[
     ("/tmp/ifcfg.log", "ifcfg.log"),
     ("/tmp/lvm.log", "lvm.log"),
     ("/tmp/packaging.log", "packaging.log"),
     ("/tmp/dnf.librepo.log", "dnf.librepo.log"),
     ("/tmp/hawkey.log", "hawkey.log"),
+    ("/tmp/dnf.log", "dnf.log"),
+    ("/tmp/dnf.rpm.log", "dnf.rpm.log"),
     ("/tmp/dbus.log", "dbus.log"),
+    ("/tmp/anaconda-webui.log", "anaconda-webui.log"),
+    ("/tmp/blivet-gui-utils.log", "blivet-gui-utils.log"),
     ("/run/install/ks.cfg", "run-install-ks.cfg"),
 ];
 
 /// Families of files with generated names: one per `%pre`/`%post` script,
 /// and Anaconda's crash dumps.
-pub const NEWER_ANACONDA_GLOBS: &[&str] = &["/tmp/ks-script-*.log", "/tmp/anaconda-tb-*"];
+pub(crate) const NEWER_ANACONDA_GLOBS: &[&str] = &["/tmp/ks-script-*.log", "/tmp/anaconda-tb-*"];
 
 /// One entry of the watch list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub path: PathBuf,
     pub alias: String,
 }
@@ -63,7 +73,7 @@ pub struct Entry {
 /// Splits a `--watchfile` value the way Python's `shlex.split` does for the
 /// cases that occur in paths: whitespace separates, single and double quotes
 /// group, backslash escapes.
-pub fn shell_split(s: &str) -> Result<Vec<String>, String> {
+pub(crate) fn shell_split(s: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -126,14 +136,14 @@ pub fn shell_split(s: &str) -> Result<Vec<String>, String> {
 /// A family of files in one directory whose names match a pattern with
 /// `*` (any run of characters) and `?` (one character).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Glob {
+pub(crate) struct Glob {
     pub dir: PathBuf,
     pub pattern: String,
 }
 
 impl Glob {
     /// `Some` when the last component of `path` has a wildcard.
-    pub fn parse(path: &Path) -> Option<Glob> {
+    pub(crate) fn parse(path: &Path) -> Option<Glob> {
         let name = path.file_name()?.to_str()?;
         if !name.contains(['*', '?']) {
             return None;
@@ -144,7 +154,7 @@ impl Glob {
         })
     }
 
-    pub fn matches(&self, path: &Path) -> bool {
+    pub(crate) fn matches(&self, path: &Path) -> bool {
         path.parent() == Some(self.dir.as_path())
             && path
                 .file_name()
@@ -179,7 +189,7 @@ fn wildcard_match(pattern: &str, name: &str) -> bool {
 /// The files to ship and the names they have on the server. Names are
 /// unique for the life of the agent, including files found later by globs.
 #[derive(Debug, Default)]
-pub struct WatchList {
+pub(crate) struct WatchList {
     pub files: Vec<Entry>,
     pub globs: Vec<Glob>,
     taken: HashSet<String>,
@@ -189,7 +199,7 @@ pub struct WatchList {
 impl WatchList {
     /// Python anamon's watch and wait lists with their aliases, then what
     /// newer Anaconda writes.
-    pub fn defaults() -> WatchList {
+    pub(crate) fn defaults() -> WatchList {
         let mut list = WatchList::default();
         for (path, alias) in PYTHON_WATCH.iter().chain(PYTHON_WAIT).chain(NEWER_ANACONDA) {
             list.push(PathBuf::from(path), Some(alias));
@@ -205,7 +215,7 @@ impl WatchList {
     /// Python anamon does; where two share a basename, the later ones are
     /// prefixed with their parent directories (`tmp_install.log`) until
     /// unique, then numbered. A basename with `*` or `?` is a glob.
-    pub fn from_paths(paths: &[PathBuf]) -> WatchList {
+    pub(crate) fn from_paths(paths: &[PathBuf]) -> WatchList {
         let mut list = WatchList::default();
         for path in paths {
             match Glob::parse(path) {
@@ -221,7 +231,7 @@ impl WatchList {
 
     /// Adds `path` under `alias` (or a name derived from it); returns the
     /// entry, or `None` if the path is already watched.
-    pub fn push(&mut self, path: PathBuf, alias: Option<&str>) -> Option<&Entry> {
+    pub(crate) fn push(&mut self, path: PathBuf, alias: Option<&str>) -> Option<&Entry> {
         if !self.paths.insert(path.clone()) {
             return None;
         }
@@ -234,7 +244,7 @@ impl WatchList {
     }
 
     /// Files that match a glob and are not watched yet, added to the list.
-    pub fn scan_globs(&mut self) -> Vec<Entry> {
+    pub(crate) fn scan_globs(&mut self) -> Vec<Entry> {
         let mut found = Vec::new();
         for g in self.globs.clone() {
             let Ok(dir) = std::fs::read_dir(&g.dir) else {
@@ -387,6 +397,9 @@ mod tests {
         assert!(has("/mnt/sysimage/root/install.log", "install.log"));
         assert!(has("/mnt/sysimage/tmp/install.log", "tmp_install.log"));
         assert!(has("/tmp/dnf.librepo.log", "dnf.librepo.log"));
+        assert!(has("/tmp/dnf.log", "dnf.log"), "DNF5 (Anaconda >= 43.30)");
+        assert!(has("/tmp/anaconda-webui.log", "anaconda-webui.log"));
+        assert!(has("/tmp/blivet-gui-utils.log", "blivet-gui-utils.log"));
         assert_eq!(
             d.files.len(),
             PYTHON_WATCH.len() + PYTHON_WAIT.len() + NEWER_ANACONDA.len()
@@ -414,9 +427,8 @@ mod tests {
 
     #[test]
     fn globs_find_new_files_once_with_unique_names() {
-        let dir = std::env::temp_dir().join(format!("anamon-glob-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let mut list = WatchList::from_paths(&[dir.join("x.log"), dir.join("ks-script-*.log")]);
         assert!(list.scan_globs().is_empty());
         std::fs::write(dir.join("ks-script-b.log"), "b").unwrap();
@@ -426,6 +438,5 @@ mod tests {
         assert_eq!(found, ["ks-script-a.log", "ks-script-b.log"]);
         assert!(list.scan_globs().is_empty(), "found twice");
         assert_eq!(list.files.len(), 3);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,7 +1,6 @@
 //! The command line and detaching, driven through the real binary.
 
-mod common;
-use common::*;
+use anamon_testkit::*;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -106,20 +105,19 @@ fn detaches_like_a_daemon_should() {
     assert!(wait_until(Duration::from_secs(5), || {
         std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
     }));
-    let pid: i32 = std::fs::read_to_string(&pidfile)
+    let pid: u32 = std::fs::read_to_string(&pidfile)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    // SAFETY: plain queries and a signal to the daemon we started.
-    let (sid, pgid) = unsafe { (libc::getsid(pid), libc::getpgid(pid)) };
+    let (sid, pgid) = sys::session_and_group(pid);
     assert_ne!(
         sid,
-        unsafe { libc::getsid(0) },
+        sys::session_and_group(0).0,
         "daemon still in our session"
     );
     assert_ne!(
-        sid, pid,
+        sid, pid as i32,
         "daemon is a session leader and could acquire a terminal"
     );
     assert!(pgid > 0);
@@ -133,7 +131,7 @@ fn detaches_like_a_daemon_should() {
     peer.assert_mirrors("anaconda.log", &log, Duration::from_secs(20));
     append(&log, b"more\n");
     peer.assert_mirrors("anaconda.log", &log, Duration::from_secs(20));
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    sys::signal(pid, sys::SIGTERM);
     assert!(wait_until(
         Duration::from_secs(5),
         || !std::path::Path::new(&format!("/proc/{pid}")).exists()

@@ -1,8 +1,7 @@
 //! The agent against the real Cobbler 4.0.0b7 `upload_log_data`: whatever
 //! happens to the files, the server's copy ends byte-identical to the disk.
 
-mod common;
-use common::*;
+use anamon_testkit::*;
 use std::time::Duration;
 
 const CURRENT: &str = "4.0.0b7";
@@ -214,9 +213,7 @@ fn special_and_unreadable_files_are_reported_and_skipped() {
     let dir = Scratch::new("special");
     let peer = Peer::start(CURRENT, &dir);
     let fifo = dir.path("fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    sys::mkfifo(&fifo);
     let subdir = dir.path("subdir");
     std::fs::create_dir(&subdir).unwrap();
     let loop_link = dir.path("loop");

@@ -7,11 +7,9 @@
 //! exclusive locks. Each is logged, nothing hangs, memory stays bounded, and
 //! the server's copy ends byte-identical to the disk.
 
-mod common;
-use common::*;
+use anamon_testkit::*;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -32,12 +30,6 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 
 fn stored_len(peer: &Peer, file: &str) -> u64 {
     std::fs::metadata(peer.logdir.join(SYSTEM).join(file)).map_or(0, |m| m.len())
-}
-
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
 }
 
 /// Replaces `path` atomically by whatever `make` creates at a temporary name.
@@ -155,7 +147,7 @@ fn deleted_in_the_middle_of_an_upload_then_recreated() {
 fn permissions_revoked_then_restored_for_an_unprivileged_agent() {
     // Root ignores file modes, so the agent runs as nobody (65534) here.
     let dir = Scratch::new("perms");
-    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let peer = Peer::start(CURRENT, &dir);
     let log = dir.path("anaconda.log");
     let other = dir.path("program.log");
@@ -261,7 +253,7 @@ fn swapped_at_run_time_for_special_files_then_back() {
     let mut agent = Agent::start(peer.port, &dir, &["--watchfile", &spec]);
     peer.assert_mirrors("X.log", &log, LIMIT);
 
-    swap_in(&log, mkfifo);
+    swap_in(&log, sys::mkfifo);
     agent.assert_logs("X.log: is a FIFO, not a regular file");
     // A writer on the FIFO must not make the agent read from it.
     let fifo_writer = OpenOptions::new()
@@ -348,21 +340,14 @@ fn writer_holding_exclusive_locks() {
     let dir = Scratch::new("locked");
     let peer = Peer::start(CURRENT, &dir);
     let log = dir.path("ks-pre.log");
-    let mut f = OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .read(true)
         .append(true)
         .open(&log)
         .unwrap();
-    let fd = f.as_raw_fd();
-    // SAFETY: flock and fcntl on a descriptor we own, with a valid struct.
-    unsafe {
-        assert_eq!(libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB), 0);
-        let mut lk: libc::flock = std::mem::zeroed();
-        lk.l_type = libc::F_WRLCK as _;
-        lk.l_whence = libc::SEEK_SET as _;
-        assert_eq!(libc::fcntl(fd, libc::F_SETLK, &lk), 0);
-    }
+    let mut f = file.try_clone().unwrap();
+    let _locks = sys::lock_both_ways(file);
     f.write_all(b"written under an exclusive lock\n").unwrap();
     let mut agent = Agent::start(peer.port, &dir, &["--watchfile", log.to_str().unwrap()]);
     peer.assert_mirrors("ks-pre.log", &log, LIMIT);

@@ -2,8 +2,7 @@
 //! appear under directories that do not exist yet, a target file system
 //! mounted over a watched directory, generated names (`ks-script-*.log`).
 
-mod common;
-use common::*;
+use anamon_testkit::*;
 use std::time::Duration;
 
 const CURRENT: &str = "4.0.0b7";

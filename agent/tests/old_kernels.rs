@@ -8,8 +8,7 @@
 //!
 //! These need the release builds (`make agents`, which `ci/test` runs).
 
-mod common;
-use common::*;
+use anamon_testkit::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -5,171 +5,11 @@
 //! file grows. Each ends with the server's copy byte-identical to the disk
 //! and the agent alive.
 
-mod common;
-use common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use anamon_testkit::*;
 use std::time::Duration;
 
 const CURRENT: &str = "4.0.0b7";
 const LIMIT: Duration = Duration::from_secs(15);
-
-/// What the proxy does with one connection (one request: the peer speaks
-/// HTTP/1.0 and closes after each answer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Act {
-    /// Forward to the peer and back.
-    Pass,
-    /// Read the headers and half the body, then reset (RST).
-    ResetMidRequest,
-    /// Forward the whole request (the peer stores the chunk), then send the
-    /// first `n` bytes of the peer's answer and reset. `n = 0` is the fault
-    /// exactly between "stored" and "the agent sees True".
-    ResetMidResponse(usize),
-    /// Wait, then forward. The agent may have given up meanwhile; the late
-    /// request still reaches the peer.
-    Delay(Duration),
-    /// Forward at once (the peer stores the chunk), wait, then answer.
-    DelayAnswer(Duration),
-    /// Read the request, answer HTTP 500 with Apache's HTML page, close.
-    Html500,
-    /// Read the request, answer these raw bytes, close.
-    Raw(&'static [u8]),
-}
-
-const PAGE_500: &str = "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>500 Internal Server Error</title>\n</head><body>\n<h1>Internal Server Error</h1>\n<p>The server encountered an internal error or\nmisconfiguration and was unable to complete\nyour request.</p>\n</body></html>\n";
-const GARBAGE: &[u8] = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00\xff\xfeSSH-2.0-OpenSSH_9.2\r\n\x00\x00\x00\x00garbage\n\n\n";
-const HUGE_LENGTH: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 99999999999\r\n\r\n<?xml version='1.0'?>\n<methodResponse>\n<params>";
-const SHORT_BODY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 500\r\n\r\n<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n<value><boolean>1</boolean></value>\n</param>\n</params>\n</methodResponse>\n";
-
-type Schedule = Box<dyn FnMut(u64) -> Act + Send>;
-
-/// A proxy on 127.0.0.1 whose behaviour per connection comes from a
-/// schedule the test sets (connection number → act).
-struct ScriptProxy {
-    port: u16,
-    schedule: Arc<Mutex<Schedule>>,
-    listener: Listener,
-}
-
-impl ScriptProxy {
-    fn start(upstream: u16, schedule: Schedule) -> ScriptProxy {
-        let schedule = Arc::new(Mutex::new(schedule));
-        let sch = schedule.clone();
-        let listener = Listener::start(move |conn, n, _| {
-            let act = (sch.lock().unwrap())(n);
-            serve(conn, act, upstream)
-        });
-        ScriptProxy {
-            port: listener.port,
-            schedule,
-            listener,
-        }
-    }
-
-    fn set(&self, schedule: Schedule) {
-        *self.schedule.lock().unwrap() = schedule;
-    }
-
-    fn heal(&self) {
-        self.set(Box::new(|_| Act::Pass));
-    }
-
-    fn connections(&self) -> u64 {
-        self.listener.connections()
-    }
-}
-
-/// Closes with a TCP reset rather than a FIN (SO_LINGER 0).
-fn reset(conn: TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a socket we own with a valid linger struct.
-    unsafe {
-        libc::setsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(conn);
-}
-
-fn forward(request: &[u8], upstream: u16) -> Option<Vec<u8>> {
-    let mut up = TcpStream::connect(("127.0.0.1", upstream)).ok()?;
-    up.write_all(request).ok()?;
-    let mut resp = Vec::new();
-    up.read_to_end(&mut resp).ok()?;
-    Some(resp)
-}
-
-fn serve(mut conn: TcpStream, act: Act, upstream: u16) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    match act {
-        Act::ResetMidRequest => {
-            let Some((mut buf, body_at, len)) = read_head(&mut conn) else {
-                return;
-            };
-            let mut tmp = [0u8; 4096];
-            while buf.len() < body_at + len / 2 {
-                match conn.read(&mut tmp) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                }
-            }
-            reset(conn);
-        }
-        Act::Raw(bytes) => {
-            if read_request(&mut conn).is_some() {
-                let _ = conn.write_all(bytes);
-            }
-        }
-        Act::Html500 => {
-            if read_request(&mut conn).is_some() {
-                let _ = conn.write_all(
-                    format!(
-                        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html; charset=iso-8859-1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PAGE_500}",
-                        PAGE_500.len()
-                    )
-                    .as_bytes(),
-                );
-            }
-        }
-        Act::Pass | Act::Delay(_) | Act::DelayAnswer(_) | Act::ResetMidResponse(_) => {
-            let Some(request) = read_request(&mut conn) else {
-                return;
-            };
-            if let Act::Delay(d) = act {
-                std::thread::sleep(d);
-            }
-            let Some(resp) = forward(&request, upstream) else {
-                return;
-            };
-            match act {
-                Act::DelayAnswer(d) => {
-                    std::thread::sleep(d);
-                    let _ = conn.write_all(&resp);
-                }
-                Act::ResetMidResponse(n) => {
-                    let _ = conn.write_all(&resp[..n.min(resp.len())]);
-                    let _ = conn.flush();
-                    // Let the partial answer leave before the reset.
-                    std::thread::sleep(Duration::from_millis(20));
-                    reset(conn);
-                }
-                _ => {
-                    let _ = conn.write_all(&resp);
-                }
-            }
-        }
-    }
-}
 
 /// (file, offset, data_len) of each `upload_log_data` call that returned True.
 fn stored_calls(peer: &Peer) -> Vec<(String, u64, u64)> {
@@ -213,7 +53,7 @@ fn json_str(line: &str, key: &str) -> String {
 fn survives(schedule: Schedule, conns: u64, extra: &[&str]) -> String {
     let dir = Scratch::new("pfault");
     let peer = Peer::start(CURRENT, &dir);
-    let proxy = ScriptProxy::start(peer.port, schedule);
+    let proxy = FaultProxy::start(peer.port, schedule);
     let log = dir.path("anaconda.log");
     append(&log, &binary_bytes(10_000, 21));
     let mut args = vec!["--watchfile", log.to_str().unwrap()];
@@ -237,15 +77,6 @@ fn survives(schedule: Schedule, conns: u64, extra: &[&str]) -> String {
         agent.assert_logs("taking uploads again");
     }
     agent.log_text()
-}
-
-fn always(act: Act) -> Schedule {
-    Box::new(move |_| act)
-}
-
-/// `act` for the first `n` connections, then pass through.
-fn first(n: u64, act: Act) -> Schedule {
-    Box::new(move |i| if i < n { act } else { Act::Pass })
 }
 
 #[test]
@@ -290,7 +121,7 @@ fn stored_but_true_never_arrives_then_resent_byte_identical() {
     // resend is harmless) while the file keeps growing across chunk edges.
     let dir = Scratch::new("stored-lost");
     let peer = Peer::start(CURRENT, &dir);
-    let proxy = ScriptProxy::start(
+    let proxy = FaultProxy::start(
         peer.port,
         Box::new(|n| {
             if n % 2 == 0 {
@@ -331,7 +162,7 @@ fn three_second_stall_with_one_second_timeout_then_recovery() {
     // heals.
     let dir = Scratch::new("stall");
     let peer = Peer::start(CURRENT, &dir);
-    let proxy = ScriptProxy::start(
+    let proxy = FaultProxy::start(
         peer.port,
         first(3, Act::DelayAnswer(Duration::from_secs(3))),
     );
@@ -351,41 +182,58 @@ fn three_second_stall_with_one_second_timeout_then_recovery() {
     assert!(text.contains("failed: no answer in time"), "{text}");
 }
 
-/// Agent bug (reported, not fixed here): a request the agent abandoned after
-/// `--timeout` can still reach Cobbler later (a slow Apache, a queueing
-/// proxy). If it carried offset 0, Cobbler truncates the file to that chunk,
-/// undoing everything shipped since; the agent never learns of it, and its
-/// next upload writes past the end, leaving a hole of NULs.
+/// A request the agent abandoned after `--timeout` can still reach Cobbler
+/// later (a slow Apache, a queueing proxy). If it carried offset 0, Cobbler
+/// truncates the file to that chunk, undoing everything shipped since, and
+/// the next upload writes past the end, leaving a hole of NULs. The agent
+/// re-sends the bytes after that chunk at their offsets once the timeout has
+/// passed again, and again later, so the copy heals.
 #[test]
-#[ignore = "agent bug: a late offset-0 request truncates the server copy (see the bench README)"]
 fn late_offset_zero_request_does_not_undo_later_uploads() {
     let dir = Scratch::new("late-zero");
     let peer = Peer::start(CURRENT, &dir);
-    let proxy = ScriptProxy::start(peer.port, first(1, Act::Delay(Duration::from_secs(3))));
+    let proxy = FaultProxy::start(peer.port, first(1, Act::Delay(Duration::from_secs(3))));
     let log = dir.path("anaconda.log");
     append(&log, &binary_bytes(20_000, 41));
     let mut agent = Agent::start(
         proxy.port,
         &dir,
-        &["--timeout", "1", "--watchfile", log.to_str().unwrap()],
+        // A short pace, so the next append is shipped before the late
+        // request lands, as it would be on a busier log.
+        &[
+            "--timeout",
+            "1",
+            "--pace",
+            "200",
+            "--watchfile",
+            log.to_str().unwrap(),
+        ],
     );
     peer.assert_mirrors("anaconda.log", &log, LIMIT);
     append(&log, b"shipped before the late request lands\n");
     peer.assert_mirrors("anaconda.log", &log, LIMIT);
-    // The first request lands now, 3 s after it was sent.
-    std::thread::sleep(Duration::from_millis(3500));
-    append(&log, b"shipped after it landed\n");
-    std::thread::sleep(Duration::from_millis(1500));
-    agent.assert_running();
-    let got = peer.stored("anaconda.log").unwrap();
-    let want = std::fs::read(&log).unwrap();
+    // The first request lands now, 3 s after it was sent, and truncates
+    // the server's copy to its 20 000 bytes.
     assert!(
-        got == want,
-        "server copy ({} bytes, {} NULs from byte 20000) differs from the disk ({} bytes)",
-        got.len(),
-        got.iter().skip(20_000).take_while(|b| **b == 0).count(),
-        want.len()
+        wait_until(Duration::from_secs(10), || {
+            peer.stored("anaconda.log")
+                .is_some_and(|s| s.len() == 20_000)
+        }),
+        "the late request never landed: the test proves nothing"
     );
+    append(&log, b"shipped after it landed\n");
+    let want = std::fs::read(&log).unwrap();
+    if !peer.wait_for("anaconda.log", &want, LIMIT) {
+        let got = peer.stored("anaconda.log").unwrap_or_default();
+        panic!(
+            "server copy ({} bytes, {} NULs from byte 20000) never healed to the disk's {} bytes:\n{}",
+            got.len(),
+            got.iter().skip(20_000).take_while(|b| **b == 0).count(),
+            want.len(),
+            agent.log_text()
+        );
+    }
+    agent.assert_running();
 }
 
 #[test]
@@ -394,7 +242,7 @@ fn every_answer_500_ms_late_without_timeout_coalesces() {
     // request is in flight travel together in the next one.
     let dir = Scratch::new("slow");
     let peer = Peer::start(CURRENT, &dir);
-    let proxy = ScriptProxy::start(peer.port, always(Act::Delay(Duration::from_millis(500))));
+    let proxy = FaultProxy::start(peer.port, always(Act::Delay(Duration::from_millis(500))));
     let log = dir.path("storage.log");
     append(&log, b"first\n");
     let mut agent = Agent::start(proxy.port, &dir, &["--watchfile", log.to_str().unwrap()]);
@@ -423,7 +271,7 @@ fn every_answer_500_ms_late_without_timeout_coalesces() {
 
 #[test]
 fn http_500_with_an_html_page() {
-    let text = survives(always(Act::Html500), 2, &[]);
+    let text = survives(always(Act::Answer(answers::HTML_500)), 2, &[]);
     assert!(
         text.contains("HTTP 500: 500 Internal Server Error"),
         "{text}"
@@ -432,13 +280,17 @@ fn http_500_with_an_html_page() {
 
 #[test]
 fn garbage_bytes_instead_of_http() {
-    let text = survives(always(Act::Raw(GARBAGE)), 2, &[]);
+    let text = survives(always(Act::Raw(answers::GARBAGE)), 2, &[]);
     assert!(text.contains("upload of anaconda.log failed:"), "{text}");
 }
 
 #[test]
 fn huge_content_length_then_close() {
-    let text = survives(always(Act::Raw(HUGE_LENGTH)), 2, &["--timeout", "3"]);
+    let text = survives(
+        always(Act::Raw(answers::HUGE_LENGTH)),
+        2,
+        &["--timeout", "3"],
+    );
     assert!(
         text.contains("larger than 65536 bytes") || text.contains("mid-request"),
         "{text}"
@@ -449,19 +301,12 @@ fn huge_content_length_then_close() {
 fn content_length_longer_than_the_body_then_close() {
     // A complete `True`, but 500 bytes promised: the answer is incomplete,
     // so the chunk is not counted as stored and is resent.
-    let text = survives(always(Act::Raw(SHORT_BODY)), 2, &["--timeout", "3"]);
+    let text = survives(
+        always(Act::Raw(answers::SHORT_BODY)),
+        2,
+        &["--timeout", "3"],
+    );
     assert!(text.contains("failed:"), "{text}");
-}
-
-/// xorshift64*, for a fault schedule that is the same on every run.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 #[test]
@@ -471,10 +316,10 @@ fn seeded_random_faults_while_two_files_grow() {
     let dir = Scratch::new("random");
     let peer = Peer::start(CURRENT, &dir);
     let mut rng = Rng(0x5eed_2025);
-    let proxy = ScriptProxy::start(
+    let proxy = FaultProxy::start(
         peer.port,
         Box::new(move |_| {
-            let r = rng.next();
+            let r = rng.next_u64();
             if r % 100 >= 35 {
                 return Act::Pass;
             }
@@ -482,10 +327,10 @@ fn seeded_random_faults_while_two_files_grow() {
                 0 => Act::ResetMidRequest,
                 1 => Act::ResetMidResponse(0),
                 2 => Act::ResetMidResponse(25),
-                3 => Act::Html500,
-                4 => Act::Raw(GARBAGE),
-                5 => Act::Raw(SHORT_BODY),
-                6 => Act::Raw(HUGE_LENGTH),
+                3 => Act::Answer(answers::HTML_500),
+                4 => Act::Raw(answers::GARBAGE),
+                5 => Act::Raw(answers::SHORT_BODY),
+                6 => Act::Raw(answers::HUGE_LENGTH),
                 _ => Act::Delay(Duration::from_millis(300)),
             }
         }),
@@ -493,13 +338,19 @@ fn seeded_random_faults_while_two_files_grow() {
     let a = dir.path("anaconda.log");
     let b = dir.path("packaging.log");
     let spec = format!("{} {}", a.display(), b.display());
-    let mut agent = Agent::start(proxy.port, &dir, &["--timeout", "2", "--watchfile", &spec]);
+    // A short pace: the point is to exercise the fault schedule, and the
+    // default pace (widened by every fault) would make few requests.
+    let mut agent = Agent::start(
+        proxy.port,
+        &dir,
+        &["--timeout", "2", "--pace", "50", "--watchfile", &spec],
+    );
     let mut wr = Rng(7);
     for i in 0..120u32 {
-        let (file, len) = match wr.next() % 10 {
-            0 => (&b, 40_000 + (wr.next() % 300_000) as usize),
-            1..=4 => (&b, 80 + (wr.next() % 400) as usize),
-            _ => (&a, 60 + (wr.next() % 200) as usize),
+        let (file, len) = match wr.next_u64() % 10 {
+            0 => (&b, 40_000 + (wr.next_u64() % 300_000) as usize),
+            1..=4 => (&b, 80 + (wr.next_u64() % 400) as usize),
+            _ => (&a, 60 + (wr.next_u64() % 200) as usize),
         };
         append(file, &binary_bytes(len, i));
         std::thread::sleep(Duration::from_millis(40));

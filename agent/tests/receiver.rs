@@ -3,8 +3,7 @@
 //! path setting and the session log. (The whole agent suite also runs
 //! against the receiver with ANAMON_PEER=receiver; see ci/test.)
 
-mod common;
-use common::*;
+use anamon_testkit::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -210,8 +209,7 @@ fn receiver_killed_mid_stream_and_restarted_loses_nothing() {
     };
     std::thread::sleep(Duration::from_millis(400));
     // SIGKILL: no chance to finish a write or say goodbye.
-    // SAFETY: kill(2) on the receiver's process group, which we created.
-    unsafe { libc::kill(-(peer.child_id() as i32), libc::SIGKILL) };
+    sys::signal_group(peer.child_id(), sys::SIGKILL);
     peer.stop();
     std::thread::sleep(Duration::from_millis(800));
     let restarted = Peer::receiver_on(&dir, port, &[]);
@@ -264,7 +262,8 @@ fn path_setting_and_wrong_paths() {
 #[test]
 fn one_log_line_per_upload_session_and_a_clean_stop() {
     let dir = Scratch::new("sessions");
-    let mut peer = Peer::receiver(&dir, &["--session-idle", "1"]);
+    // Longer than the agent's pace (1.5 s), so one burst is one session.
+    let mut peer = Peer::receiver(&dir, &["--session-idle", "3"]);
     let log = dir.path("anaconda.log");
     append(&log, b"first\n");
     let mut agent = Agent::start(peer.port, &dir, &watch(&log));
@@ -276,7 +275,7 @@ fn one_log_line_per_upload_session_and_a_clean_stop() {
     let size = std::fs::metadata(&log).unwrap().len();
     let line = format!("{SYSTEM}/anaconda.log from 127.0.0.1: {size} bytes in");
     assert!(
-        wait_until(Duration::from_secs(5), || receiver_log(&dir)
+        wait_until(Duration::from_secs(10), || receiver_log(&dir)
             .contains(&line)),
         "no session line {line:?}:\n{}",
         receiver_log(&dir)
@@ -285,8 +284,7 @@ fn one_log_line_per_upload_session_and_a_clean_stop() {
     append(&log, b"after a pause\n");
     peer.assert_mirrors("anaconda.log", &log, LIMIT);
     agent.assert_running();
-    // SAFETY: kill(2) on the receiver's process group, which we created.
-    unsafe { libc::kill(-(peer.child_id() as i32), libc::SIGTERM) };
+    sys::signal_group(peer.child_id(), sys::SIGTERM);
     assert_eq!(peer.wait_exit(Duration::from_secs(5)), Some(0));
     let text = receiver_log(&dir);
     assert_eq!(
@@ -295,4 +293,55 @@ fn one_log_line_per_upload_session_and_a_clean_stop() {
         "{text}"
     );
     assert!(text.contains("stopping on signal"), "{text}");
+}
+
+/// Cobbler 3.3.x refuses every upload as shipped; with anamon-receiver
+/// beside it at /anamon_api (its Apache snippet), the agent started with
+/// Cobbler's defaults finds it and ships there, saying so once.
+#[test]
+fn a_refusing_cobbler_3_3_hands_over_to_the_receiver_beside_it() {
+    let cobbler_dir = Scratch::new("handover-cobbler");
+    let dir = Scratch::new("handover");
+    let cobbler = Peer::start("3.3.10", &cobbler_dir);
+    let receiver = Peer::receiver(&dir, &[]);
+    let apache = Router::start(cobbler.port, receiver.port);
+    let log = dir.path("anaconda.log");
+    append(&log, &binary_bytes(300 * 1024, 9));
+    let [w, p] = watch(&log);
+    let mut agent = Agent::start(apache.port, &dir, &[w, p]);
+    receiver.assert_mirrors("anaconda.log", &log, LIMIT);
+    append(&log, b"after the handover\n");
+    receiver.assert_mirrors("anaconda.log", &log, LIMIT);
+    agent.assert_running();
+    let text = agent.log_text();
+    assert_eq!(
+        text.matches("uploads now go to /anamon_api").count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("Cobbler 3.3.10 refuses every anamon upload"),
+        "{text}"
+    );
+    assert_eq!(cobbler.stored("anaconda.log"), None);
+}
+
+/// `--path` always wins: no handover, the refusal is explained and
+/// retried, and the receiver gets nothing.
+#[test]
+fn an_explicit_path_is_never_left_for_the_receiver() {
+    let cobbler_dir = Scratch::new("given-path-cobbler");
+    let dir = Scratch::new("given-path");
+    let cobbler = Peer::start("3.3.10", &cobbler_dir);
+    let receiver = Peer::receiver(&dir, &[]);
+    let apache = Router::start(cobbler.port, receiver.port);
+    let log = dir.path("anaconda.log");
+    append(&log, b"stays on disk\n");
+    let [w, p] = watch(&log);
+    let mut agent = Agent::start(apache.port, &dir, &[w, p, "--path", "/cobbler_api"]);
+    agent.assert_logs("run anamon-receiver beside it");
+    std::thread::sleep(Duration::from_secs(2));
+    agent.assert_running();
+    assert!(!agent.log_text().contains("uploads now go to"));
+    assert_eq!(receiver.stored("anaconda.log"), None);
 }

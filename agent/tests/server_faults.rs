@@ -2,8 +2,7 @@
 //! keeps the bytes, retries with backoff, and the server's copy ends
 //! byte-identical to the disk.
 
-mod common;
-use common::*;
+use anamon_testkit::*;
 use std::time::{Duration, Instant};
 
 const CURRENT: &str = "4.0.0b7";
@@ -53,24 +52,21 @@ fn server_restarted_mid_stream() {
 }
 
 /// Runs the agent through a proxy that misbehaves as `fault`, then heals.
-fn survives(fault: Fault, extra: &[&str]) -> String {
+fn survives(act: Act, extra: &[&str]) -> String {
     let dir = Scratch::new("fault");
     let peer = Peer::start(CURRENT, &dir);
-    let proxy = FaultProxy::start(peer.port, fault);
+    let proxy = FaultProxy::start(peer.port, always(act));
     let log = dir.path("anaconda.log");
     append(&log, &binary_bytes(10_000, 7));
     let mut args = vec!["--watchfile", log.to_str().unwrap()];
     args.extend_from_slice(extra);
     let mut agent = Agent::start(proxy.port, &dir, &args);
-    assert!(wait_until(Duration::from_secs(10), || proxy
-        .connections
-        .load(std::sync::atomic::Ordering::SeqCst)
-        >= 2));
+    assert!(wait_until(Duration::from_secs(10), || proxy.connections() >= 2));
     append(&log, b"written during the fault\n");
     std::thread::sleep(Duration::from_millis(500));
     agent.assert_running();
     assert_eq!(peer.stored("anaconda.log"), None);
-    proxy.set(Fault::Pass);
+    proxy.heal();
     peer.assert_mirrors("anaconda.log", &log, LIMIT);
     agent.assert_running();
     agent.log_text()
@@ -78,13 +74,13 @@ fn survives(fault: Fault, extra: &[&str]) -> String {
 
 #[test]
 fn html_502_from_apache() {
-    let text = survives(Fault::Html502, &[]);
+    let text = survives(Act::Answer(answers::HTML_502), &[]);
     assert!(text.contains("HTTP 502: 502 Proxy Error"), "{text}");
 }
 
 #[test]
 fn html_page_with_status_200() {
-    let text = survives(Fault::Html200, &[]);
+    let text = survives(Act::Answer(answers::HTML_200), &[]);
     assert!(
         text.contains("not XML-RPC (an HTML page: Welcome)"),
         "{text}"
@@ -93,7 +89,7 @@ fn html_page_with_status_200() {
 
 #[test]
 fn xmlrpc_fault() {
-    let text = survives(Fault::XmlRpcFault, &[]);
+    let text = survives(Act::Answer(answers::XMLRPC_FAULT), &[]);
     assert!(
         text.contains("server fault 1: <class 'BlockingIOError'>"),
         "{text}"
@@ -102,19 +98,19 @@ fn xmlrpc_fault() {
 
 #[test]
 fn truncated_xml() {
-    let text = survives(Fault::TruncatedXml, &[]);
+    let text = survives(Act::Answer(answers::TRUNCATED_XML), &[]);
     assert!(text.contains("not XML-RPC"), "{text}");
 }
 
 #[test]
 fn connection_reset() {
-    let text = survives(Fault::Reset, &[]);
+    let text = survives(Act::CloseAtOnce, &[]);
     assert!(text.contains("failed:"), "{text}");
 }
 
 #[test]
 fn endless_response_is_cut_off() {
-    let text = survives(Fault::Endless, &["--timeout", "2"]);
+    let text = survives(Act::Endless, &["--timeout", "2"]);
     assert!(
         text.contains("larger than 65536 bytes") || text.contains("no answer in time"),
         "{text}"
@@ -123,7 +119,7 @@ fn endless_response_is_cut_off() {
 
 #[test]
 fn server_that_never_answers_times_out_then_recovers() {
-    let text = survives(Fault::Hang, &["--timeout", "1"]);
+    let text = survives(Act::Hang, &["--timeout", "1"]);
     assert!(text.contains("no answer in time"), "{text}");
 }
 
@@ -142,7 +138,7 @@ fn sigterm_ships_what_is_pending_then_exits_0() {
     // Poll mode would not look for up to a second: the signal must.
     append(&log, &binary_bytes(300 * 1024, 5));
     let t = Instant::now();
-    agent.signal(libc::SIGTERM);
+    agent.signal(sys::SIGTERM);
     assert_eq!(
         agent.wait_exit(Duration::from_secs(5)),
         Some(0),
@@ -163,16 +159,13 @@ fn sigterm_ships_what_is_pending_then_exits_0() {
 fn sigterm_with_server_hung_still_exits_in_time() {
     let dir = Scratch::new("sigterm-hang");
     let peer = Peer::start(CURRENT, &dir);
-    let proxy = FaultProxy::start(peer.port, Fault::Hang);
+    let proxy = FaultProxy::start(peer.port, always(Act::Hang));
     let log = dir.path("anaconda.log");
     append(&log, b"pending\n");
     let mut agent = Agent::start(proxy.port, &dir, &["--watchfile", log.to_str().unwrap()]);
-    assert!(wait_until(Duration::from_secs(5), || proxy
-        .connections
-        .load(std::sync::atomic::Ordering::SeqCst)
-        >= 1));
+    assert!(wait_until(Duration::from_secs(5), || proxy.connections() >= 1));
     let t = Instant::now();
-    agent.signal(libc::SIGTERM);
+    agent.signal(sys::SIGTERM);
     assert_eq!(agent.wait_exit(Duration::from_secs(5)), Some(0));
     assert!(
         t.elapsed() < Duration::from_millis(2000),
@@ -263,7 +256,8 @@ fn refusing_cobbler_3_3_is_explained_and_not_flooded() {
         .collect();
     assert_eq!(lines.len(), 1, "one line for the refusal:\n{text}");
     assert!(
-        lines[0].contains("Cobbler 3.3.10: every 3.3.x release refuses"),
+        lines[0].contains("Cobbler 3.3.10 refuses every anamon upload")
+            && lines[0].contains("anamon-receiver"),
         "{}",
         lines[0]
     );

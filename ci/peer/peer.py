@@ -38,6 +38,8 @@ def parse_args():
     p.add_argument("--cobbler", required=True, help="Cobbler release the venv must hold, e.g. 4.0.0b7")
     p.add_argument("--logdir", required=True, help="host directory that receives <system>/<file>")
     p.add_argument("--system", required=True, help="the one system name the inventory knows")
+    p.add_argument("--profile", action="append", default=[],
+                   help="a profile name the inventory knows (repeatable; default none)")
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: pick a free one)")
     p.add_argument("--port-file", help="write the port here (atomically) once listening")
     p.add_argument("--call-log", help="append one JSON line per XML-RPC call")
@@ -113,9 +115,18 @@ class StubSettings:
         self.autoinstall_templates_dir = "/var/lib/cobbler/templates"
 
 
-class StubSystem:
+class StubItem:
+    """A system or profile: a name, and the dict Cobbler's get_item() sends
+    (`to_dict`), so that the real get_system/get_profile answer for it."""
+
     def __init__(self, name):
         self.name = name
+
+    def to_dict(self, resolved=False):
+        return {"name": self.name, "comment": "", "owners": ["admin"]}
+
+
+StubSystem = StubItem
 
 
 class StubCollection:
@@ -127,15 +138,20 @@ class StubCollection:
     def find(self, name=None, **_kw):
         return self._items.get(name)
 
+    def get(self, name):
+        """Collection.get(name), which api.get_item() calls."""
+        return self._items.get(name)
+
 
 class StubAPI:
     """Stands in for cobbler.api.CobblerAPI: one known system, nothing else."""
 
-    def __init__(self, release, system_name, anamon_enabled, logger):
+    def __init__(self, release, system_name, anamon_enabled, logger, profile_names=()):
         self._release = release
         self._settings = StubSettings(anamon_enabled)
         self._system = StubSystem(system_name)
         self._systems = StubCollection([self._system])
+        self._profiles = StubCollection([StubItem(n) for n in profile_names])
         self._empty = StubCollection()
         self.logger = logger  # ProxiedXMLRPCInterface (and 3.1.2's interface) take api.logger
         self._mtime = time.time()
@@ -152,7 +168,16 @@ class StubAPI:
         return self._systems.find(name=name)
 
     def find_profile(self, name=None, **_kw):
-        return None
+        return self._profiles.find(name=name)
+
+    # The read-only get_system/get_profile of the XML-RPC interface (which
+    # need no login) go through api.get_item(what, name) and
+    # _collection_mgr.get_items(what) (this object).
+    def get_items(self, what):
+        return {"system": self._systems, "profile": self._profiles}.get(what, self._empty)
+
+    def get_item(self, what, name):
+        return self.get_items(what).get(name)
 
     # Cobbler 3.1.2: api.systems().find(name=...); the others are touched by
     # constructors only.
@@ -162,7 +187,10 @@ class StubAPI:
     def distros(self):
         return self._empty
 
-    profiles = repos = images = menus = distros
+    def profiles(self):
+        return self._profiles
+
+    repos = images = menus = distros
 
     def last_modified_time(self):
         return self._mtime
@@ -342,7 +370,8 @@ def main():
     if old_string_contract and not hasattr(base64, "decodestring"):
         base64.decodestring = base64.decodebytes
 
-    api = StubAPI(installed, args.system, args.anamon_enabled == "yes", logging.getLogger())
+    api = StubAPI(installed, args.system, args.anamon_enabled == "yes", logging.getLogger(),
+                  args.profile)
 
     # As cobblerd's do_xmlrpc_rw: the proxied interface, a CobblerXMLRPCServer
     # on 127.0.0.1, no request logging.

@@ -36,7 +36,13 @@ pub const SYSTEM_NAME_RULE: &str =
 pub fn file_name_from(raw: &str) -> String {
     let mut name: String = raw
         .chars()
-        .map(|c| if c.is_ascii() && in_file_set(c as u8) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii() && in_file_set(c as u8) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if name.is_empty() {
         name.push_str("log");
@@ -114,14 +120,32 @@ mod tests {
     fn file_names_follow_cobbler_and_stay_one_file() {
         assert!(is_file_name("anaconda.log"));
         assert!(is_file_name("_.."));
-        for bad in ["", ".", "..", "a:b", "a/b", "..\\x", "x\n", &"y".repeat(256)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a:b",
+            "a/b",
+            "..\\x",
+            "x\n",
+            &"y".repeat(256),
+        ] {
             assert!(!is_file_name(bad), "{bad:?}");
         }
     }
 
     #[test]
     fn derived_names_are_always_valid() {
-        for raw in ["", ".", "..", "...", "weird name+x.log", "日本.log", "a:b", "\0"] {
+        for raw in [
+            "",
+            ".",
+            "..",
+            "...",
+            "weird name+x.log",
+            "日本.log",
+            "a:b",
+            "\0",
+        ] {
             let n = file_name_from(raw);
             assert!(is_file_name(&n), "{raw:?} -> {n:?}");
         }
@@ -136,7 +160,10 @@ mod tests {
         let b = format!("ks-script-{}b.log", "x".repeat(300));
         let (sa, sb) = (file_name_from(&a), file_name_from(&b));
         assert_eq!(sa.len(), MAX_BYTES);
-        assert!(sa.starts_with("ks-script-xxx") && sa.ends_with(".log"), "{sa}");
+        assert!(
+            sa.starts_with("ks-script-xxx") && sa.ends_with(".log"),
+            "{sa}"
+        );
         assert_ne!(sa, sb);
         assert!(is_file_name(&sa) && is_file_name(&sb));
         // No extension to keep when the last dot is far from the end.

@@ -26,6 +26,11 @@ pub struct Args {
     /// line, # comments)
     #[argh(option)]
     allow_file: Option<PathBuf>,
+    /// accept only system and profile names that the Cobbler at this
+    /// XML-RPC URL knows, e.g. http://127.0.0.1:25151 (cobblerd; asked with
+    /// get_system and get_profile, answers cached briefly)
+    #[argh(option)]
+    cobbler_api: Option<String>,
     /// require this shared token (first line of the file) as
     /// upload_log_data's 6th argument (anamon --token)
     #[argh(option)]
@@ -67,6 +72,25 @@ pub struct Args {
     /// --listen with port 0)
     #[argh(option)]
     port_file: Option<PathBuf>,
+    /// a load balancer or proxy in front (repeatable): for requests from
+    /// it, the client is the last X-Forwarded-For address (rate caps and
+    /// log lines then count each agent, not the proxy)
+    #[argh(option)]
+    trusted_proxy: Vec<String>,
+    /// serve the read-only live view (pages, JSON, /metrics) on this
+    /// address and port (default: no view)
+    #[argh(option)]
+    view: Option<String>,
+    /// write the view's port to this file once listening
+    #[argh(option)]
+    view_port_file: Option<PathBuf>,
+    /// connections the view serves at once, apart from uploads' (default 16)
+    #[argh(option, default = "16")]
+    view_max_connections: usize,
+    /// seconds after its last upload a system stops showing as installing
+    /// (default 600)
+    #[argh(option, default = "600")]
+    view_window: u64,
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -78,6 +102,7 @@ pub struct Config {
     pub dir: PathBuf,
     pub allow: Option<HashSet<String>>,
     pub token: Option<String>,
+    pub cobbler_api: Option<crate::known::Endpoint>,
     pub max_file_size: u64,
     pub max_system_size: u64,
     pub rate: u32,
@@ -88,6 +113,8 @@ pub struct Config {
     pub session_idle: Duration,
     pub call_log: Option<PathBuf>,
     pub port_file: Option<PathBuf>,
+    pub view: Option<crate::view::Settings>,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 pub enum Command {
@@ -157,6 +184,19 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             Some(token)
         }
     };
+    let view = match &a.view {
+        None => None,
+        Some(addr) => Some(crate::view::Settings {
+            listen: addr
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| format!("--view {addr:?}: expected ADDRESS:PORT"))?,
+            port_file: a.view_port_file.clone(),
+            max_connections: a.view_max_connections.max(1),
+            window: Duration::from_secs(a.view_window.max(1)),
+        }),
+    };
     if a.max_connections == 0 || a.rate == 0 || a.timeout == 0 || a.session_idle == 0 {
         return Err(
             "--max-connections, --rate, --timeout and --session-idle must be at least 1".into(),
@@ -167,6 +207,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         dir: std::path::absolute(&a.dir).map_err(|e| format!("--dir: {e}"))?,
         allow,
         token,
+        cobbler_api: match &a.cobbler_api {
+            None => None,
+            Some(url) => {
+                Some(crate::known::Endpoint::parse(url).map_err(|e| format!("--cobbler-api {e}"))?)
+            }
+        },
         max_file_size: size("--max-file-size", &a.max_file_size)?,
         max_system_size: size("--max-system-size", &a.max_system_size)?,
         rate: a.rate,
@@ -178,6 +224,15 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         session_idle: Duration::from_secs(a.session_idle),
         call_log: a.call_log,
         port_file: a.port_file,
+        view,
+        trusted_proxies: a
+            .trusted_proxy
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|_| format!("--trusted-proxy {p:?}: expected an IP address"))
+            })
+            .collect::<Result<_, _>>()?,
     })))
 }
 
@@ -230,6 +285,7 @@ mod tests {
         assert_eq!(c.listen, "0.0.0.0:25152".parse().unwrap());
         assert_eq!(c.dir, PathBuf::from("/var/log/cobbler/anamon"));
         assert!(c.allow.is_none() && c.token.is_none());
+        assert!(c.view.is_none(), "the view is off by default");
         assert_eq!((c.max_file_size, c.max_system_size), (256 << 20, 1 << 30));
         assert_eq!(c.max_request_size, 1 << 20);
     }
@@ -247,6 +303,8 @@ mod tests {
             &["--rate", "0"],
             &["--bogus"],
             &["--token-file", "/nonexistent/token"],
+            &["--trusted-proxy", "proxy.lab"],
+            &["--view", "nowhere"],
         ] {
             let e = run(bad).unwrap_err();
             assert!(!e.contains('\n'), "{e}");

@@ -18,6 +18,10 @@ pub const RPC_PATHS: [&str; 3] = ["/cobbler_api", "/RPC2", "/"];
 #[derive(Debug)]
 pub struct Request {
     pub body: Vec<u8>,
+    /// The address a proxy in front says the request came from: the last
+    /// entry of the last `X-Forwarded-For` header (the one the nearest
+    /// proxy added; the ones before it are the client's to invent).
+    pub forwarded_for: Option<std::net::IpAddr>,
 }
 
 /// A request that gets an HTTP error (or nothing, if the client is gone).
@@ -30,13 +34,38 @@ pub enum Reject {
     Probe,
 }
 
-/// Reads one request. `max_body` bounds Content-Length; `deadline` bounds
-/// the time to receive all of it.
-pub fn read_request(
-    conn: &mut TcpStream,
-    max_body: usize,
-    deadline: Instant,
-) -> Result<Request, Reject> {
+/// A request head: the request line's method and target, and the header
+/// lines, checked to be `Name: value` and text.
+#[derive(Debug)]
+pub struct Head {
+    pub method: String,
+    pub target: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// The value of the header `name` (case-insensitive), if sent once or
+    /// more (the first).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The last value of the header `name`.
+    pub fn last_header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads a request head within `deadline`; returns it and what was read
+/// past it (the start of a body).
+pub fn read_head(conn: &mut TcpStream, deadline: Instant) -> Result<(Head, Vec<u8>), Reject> {
     let mut buf = Vec::with_capacity(4096);
     let head_end = loop {
         if let Some(end) = find_head_end(&buf) {
@@ -57,19 +86,46 @@ pub fn read_request(
             });
         }
     };
+    let rest = buf.split_off(head_end + 4);
     let head = std::str::from_utf8(&buf[..head_end])
         .map_err(|_| Reject::Status(400, "request head is not text".into()))?;
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split(' ');
-    let (method, path, version) = (parts.next(), parts.next(), parts.next());
-    let (Some(method), Some(path), Some(version), None) = (method, path, version, parts.next())
+    let (method, target, version) = (parts.next(), parts.next(), parts.next());
+    let (Some(method), Some(target), Some(version), None) = (method, target, version, parts.next())
     else {
         return Err(Reject::Status(400, "malformed request line".into()));
     };
     if !version.starts_with("HTTP/1.") {
         return Err(Reject::Status(505, format!("{version} is not HTTP/1.x")));
     }
+    let mut headers = Vec::new();
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(Reject::Status(400, "malformed header line".into()));
+        };
+        headers.push((name.to_string(), value.trim().to_string()));
+    }
+    Ok((
+        Head {
+            method: method.to_string(),
+            target: target.to_string(),
+            headers,
+        },
+        rest,
+    ))
+}
+
+/// Reads one request. `max_body` bounds Content-Length; `deadline` bounds
+/// the time to receive all of it.
+pub fn read_request(
+    conn: &mut TcpStream,
+    max_body: usize,
+    deadline: Instant,
+) -> Result<Request, Reject> {
+    let (head, mut body) = read_head(conn, deadline)?;
+    let (method, path) = (head.method.as_str(), head.target.as_str());
     if method != "POST" {
         return Err(Reject::Status(
             405,
@@ -84,11 +140,8 @@ pub fn read_request(
     }
     let mut length: Option<usize> = None;
     let mut expect_continue = false;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(Reject::Status(400, "malformed header line".into()));
-        };
-        let value = value.trim();
+    for (name, value) in &head.headers {
+        let value = value.as_str();
         if name.eq_ignore_ascii_case("content-length") {
             let n = value
                 .parse()
@@ -121,7 +174,6 @@ pub fn read_request(
             format!("body of {length} bytes is over this receiver's limit of {max_body}"),
         ));
     }
-    let mut body = buf.split_off(head_end + 4);
     if body.len() > length {
         return Err(Reject::Status(400, "more data than Content-Length".into()));
     }
@@ -138,7 +190,14 @@ pub fn read_request(
             )));
         }
     }
-    Ok(Request { body })
+    let forwarded_for = head
+        .last_header("x-forwarded-for")
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|a| a.trim().parse().ok());
+    Ok(Request {
+        body,
+        forwarded_for,
+    })
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
@@ -199,7 +258,7 @@ pub fn respond(
     conn.shutdown(std::net::Shutdown::Write)
 }
 
-fn reason(status: u16) -> &'static str {
+pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",

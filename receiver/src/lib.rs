@@ -5,18 +5,23 @@
 //! (flags), [`http`] (one bounded request per connection), [`rpc`] (the
 //! call, Cobbler's rules and the receiver's own checks), [`store`] (the log
 //! directory, never followed through a link), [`limits`] (rate and
-//! connection caps), [`sessions`] (one log line per upload session),
-//! [`sys`] (the unsafe system calls).
+//! connection caps), [`known`] (names Cobbler knows, `--cobbler-api`),
+//! [`sessions`] (one log line per upload session), [`sys`] (the unsafe
+//! system calls), [`metrics`] (counters for `/metrics`), and `view` (the
+//! read-only live view, `--view`).
 
 #[macro_use]
 pub mod log;
 pub mod cli;
 pub mod http;
+pub mod known;
 pub mod limits;
+pub mod metrics;
 pub mod rpc;
 pub mod sessions;
 pub mod store;
 pub mod sys;
+mod view;
 
 use cli::Config;
 use limits::{RateLimiter, Slots};
@@ -72,25 +77,35 @@ fn serve(cfg: Config) -> Result<(), String> {
         policy: Policy {
             allow: cfg.allow.clone(),
             token: cfg.token.clone(),
+            cobbler: cfg.cobbler_api.clone().map(known::CobblerNames::new),
         },
         rate: RateLimiter::new(cfg.rate, cfg.burst),
         sessions: Sessions::new(cfg.session_idle),
         call_log,
     });
     info!(
-        "listening on {local} for upload_log_data at {}; storing in {}; {}; {}; caps {} bytes per file, {} per system, {} requests/s per client",
+        "listening on {local} for upload_log_data at {}; storing in {}; {}{}; {}; caps {} bytes per file, {} per system, {} requests/s per client",
         http::RPC_PATHS.join(" "),
         service.store.path().display(),
         match &cfg.allow {
             Some(a) => format!("{} allowed system names", a.len()),
             None => "any system name".into(),
         },
+        match &cfg.cobbler_api {
+            Some(e) => format!(" that Cobbler at {} knows", e.url()),
+            None => String::new(),
+        },
         if cfg.token.is_some() { "token required" } else { "no token" },
         cfg.max_file_size,
         cfg.max_system_size,
         cfg.rate
     );
+    let view = match &cfg.view {
+        Some(v) => Some(view::start(v, Arc::clone(&service))?),
+        None => None,
+    };
     let slots = Arc::new(Slots::new(cfg.max_connections));
+    let proxies = Arc::new(cfg.trusted_proxies.clone());
     let mut last_sweep = Instant::now();
     while !sys::STOP.load(Ordering::SeqCst) {
         if last_sweep.elapsed() >= Duration::from_secs(1) {
@@ -118,17 +133,22 @@ fn serve(cfg: Config) -> Result<(), String> {
                 continue;
             }
         };
-        let (service, slots_for_conn, timeout, max_body) = (
+        let (service, slots_for_conn, timeout, max_body, proxies) = (
             Arc::clone(&service),
             Arc::clone(&slots),
             cfg.timeout,
             cfg.max_request_size,
+            Arc::clone(&proxies),
         );
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                serve_connection(conn, peer.ip(), &service, timeout, max_body);
+                let client = Client {
+                    peer: peer.ip(),
+                    trusted_proxy: proxies.contains(&peer.ip()),
+                };
+                serve_connection(conn, client, &service, timeout, max_body);
                 slots_for_conn.release();
             });
         if let Err(e) = spawned {
@@ -139,6 +159,9 @@ fn serve(cfg: Config) -> Result<(), String> {
         }
     }
     let busy = slots.drain(cfg.timeout);
+    if let Some(v) = view {
+        let _ = v.join();
+    }
     service.sessions.sweep(true);
     info!(
         "stopping on signal{}",
@@ -151,21 +174,35 @@ fn serve(cfg: Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Who is at the other end of a connection.
+struct Client {
+    peer: std::net::IpAddr,
+    /// The peer is a proxy given with --trusted-proxy: the client is the
+    /// address it forwards for.
+    trusted_proxy: bool,
+}
+
 fn serve_connection(
     mut conn: TcpStream,
-    client: std::net::IpAddr,
+    from: Client,
     service: &Service,
     timeout: Duration,
     max_body: usize,
 ) {
     let _ = conn.set_nodelay(true);
     let _ = conn.set_write_timeout(Some(timeout));
+    let client = from.peer;
     match http::read_request(&mut conn, max_body, Instant::now() + timeout) {
         Ok(req) => {
+            let client = match req.forwarded_for {
+                Some(forwarded) if from.trusted_proxy => forwarded,
+                _ => client,
+            };
             let body = service.answer(client, &req.body);
             let _ = http::respond(&mut conn, 200, "text/xml", &body);
         }
         Err(http::Reject::Status(code, why)) => {
+            metrics::COUNTERS.refused(metrics::Cause::Http);
             service
                 .sessions
                 .noise(client, &format!("HTTP {code}: {why}"));

@@ -4,7 +4,9 @@
 //! (bad name pattern, size mismatch, wrong types), so does the receiver:
 //! the agent and Python anamon already handle that answer.
 
+use crate::known::{CobblerNames, Verdict};
 use crate::limits::RateLimiter;
+use crate::metrics::{Cause, COUNTERS};
 use crate::sessions::{Outcome, Sessions};
 use crate::store::{LogDir, StoreError};
 use anamon_xmlrpc::server::{base64_decode, encode_fault, encode_response, parse_call};
@@ -22,6 +24,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub struct Policy {
     pub allow: Option<HashSet<String>>,
     pub token: Option<String>,
+    /// Only names this Cobbler knows as a system or profile (`--cobbler-api`).
+    pub cobbler: Option<CobblerNames>,
 }
 
 pub struct Service {
@@ -59,6 +63,7 @@ impl Service {
 
     fn dispatch(&self, client: IpAddr, body: &[u8], record: &mut CallRecord) -> Answer {
         if !self.rate.allow(client, Instant::now()) {
+            COUNTERS.refused(Cause::RateCap);
             let msg = "anamon-receiver: too many requests from this client; slow down".to_string();
             self.sessions
                 .noise(client, "over the request rate cap; answered faults");
@@ -67,6 +72,7 @@ impl Service {
         let call = match parse_call(body) {
             Ok(c) => c,
             Err(e) => {
+                COUNTERS.refused(Cause::NotXmlRpc);
                 self.sessions
                     .noise(client, &format!("not an XML-RPC call: {e}"));
                 return Answer::Fault(format!("anamon-receiver: not an XML-RPC call: {e}"));
@@ -87,14 +93,30 @@ impl Service {
                 env!("CARGO_PKG_VERSION_MAJOR"),
                 env!("CARGO_PKG_VERSION_MINOR")
             ))),
-            other => Answer::Fault(format!(
-                "anamon-receiver: method {other:?} is not served here (only upload_log_data)"
-            )),
+            other => {
+                COUNTERS.refused(Cause::UnknownMethod);
+                Answer::Fault(format!(
+                    "anamon-receiver: method {other:?} is not served here (only upload_log_data)"
+                ))
+            }
         }
     }
 
     fn upload(&self, client: IpAddr, params: &[Value], record: &mut CallRecord) -> Answer {
+        let answer = self.checked_upload(client, params, record);
+        // Every refusal ends here as a fault or a bare False; the ones with a
+        // cause of their own were counted where they were found.
+        match (&answer, &record.upload) {
+            (Answer::Value(Value::Bool(true)), Some((.., len))) => COUNTERS.stored(*len as u64),
+            (Answer::Value(Value::Bool(false)), _) => COUNTERS.refused(Cause::Malformed),
+            _ => {}
+        }
+        answer
+    }
+
+    fn checked_upload(&self, client: IpAddr, params: &[Value], record: &mut CallRecord) -> Answer {
         if !(5..=6).contains(&params.len()) {
+            COUNTERS.refused(Cause::Malformed);
             return Answer::Fault(format!(
                 "anamon-receiver: upload_log_data takes 5 or 6 arguments, not {}",
                 params.len()
@@ -110,6 +132,7 @@ impl Service {
         if let Some(want) = &self.policy.token {
             match token {
                 None => {
+                    COUNTERS.refused(Cause::Token);
                     self.sessions
                         .noise(client, "upload without a token; refused");
                     return Answer::Fault(
@@ -117,6 +140,7 @@ impl Service {
                     );
                 }
                 Some(t) if !same_secret(t.as_bytes(), want.as_bytes()) => {
+                    COUNTERS.refused(Cause::Token);
                     self.sessions
                         .noise(client, "upload with a wrong token; refused");
                     return Answer::Fault("anamon-receiver: wrong token".into());
@@ -136,30 +160,50 @@ impl Service {
             Value::Str(t) => t,
             // Cobbler faults here too (it reads `.data` of whatever came).
             other => {
+                COUNTERS.refused(Cause::BadData);
                 return Answer::Fault(format!(
                     "anamon-receiver: data is {}, not base64",
                     other.describe()
-                ))
+                ));
             }
         };
         if !anamon_names::is_system_name(system) || !anamon_names::is_file_name(file) {
             return Answer::Value(Value::Bool(false));
         }
-        let refuse = |why: String| {
+        let refuse = |cause: Cause, why: String| {
+            COUNTERS.refused(cause);
             self.sessions
                 .record(system, file, client, Outcome::Refused(&why));
             Answer::Fault(format!("anamon-receiver: {why}"))
         };
         if let Some(allow) = &self.policy.allow {
             if !allow.contains(system.as_str()) {
-                return refuse(format!(
-                    "system {system:?} is not on this receiver's allow-list"
-                ));
+                return refuse(
+                    Cause::AllowList,
+                    format!("system {system:?} is not on this receiver's allow-list"),
+                );
+            }
+        }
+        if let Some(cobbler) = &self.policy.cobbler {
+            match cobbler.verdict(system) {
+                Ok(Verdict::Known) => {}
+                Ok(Verdict::Unknown) => {
+                    return refuse(
+                        Cause::UnknownToCobbler,
+                        format!("Cobbler has no system or profile called {system:?}"),
+                    )
+                }
+                Err(e) => {
+                    return refuse(
+                        Cause::CobblerUnreachable,
+                        format!("cannot ask Cobbler whether {system:?} exists ({e}); not stored"),
+                    )
+                }
             }
         }
         let data = match base64_decode(data_text) {
             Ok(d) => d,
-            Err(e) => return refuse(format!("data is not base64: {}", e.0)),
+            Err(e) => return refuse(Cause::BadData, format!("data is not base64: {}", e.0)),
         };
         record.upload = Some((system.clone(), file.clone(), *size, *offset, data.len()));
         if *offset != -1 && *size != data.len() as i64 {
@@ -185,8 +229,8 @@ impl Service {
                 );
                 Answer::Value(Value::Bool(true))
             }
-            Err(StoreError::Refused(why)) => refuse(why),
-            Err(StoreError::Io(why)) => refuse(format!("{why}; not stored")),
+            Err(StoreError::Refused(kind, why)) => refuse(kind.into(), why),
+            Err(StoreError::Io(why)) => refuse(Cause::DiskError, format!("{why}; not stored")),
         }
     }
 
@@ -235,7 +279,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn json_str(s: &str) -> String {
+pub(crate) fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

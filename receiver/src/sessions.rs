@@ -98,6 +98,11 @@ impl Sessions {
         }
     }
 
+    /// Upload sessions open now.
+    pub fn active(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Ends (and logs) the sessions idle for longer than `idle`, or all of
     /// them at shutdown.
     pub fn sweep(&self, all: bool) {

@@ -25,15 +25,27 @@ use std::sync::{Arc, Mutex};
 pub enum StoreError {
     /// The request is refused by policy (a cap) or by the directory's state
     /// (a symlink, a FIFO, a hard link where the log should be).
-    Refused(String),
+    Refused(Refusal, String),
     /// The disk failed us (ENOSPC, EIO): nothing is reported stored.
     Io(String),
+}
+
+/// What kind of refusal, for the counters (`/metrics`); the text says which.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Refusal {
+    FileCap,
+    SystemCap,
+    /// Not a plain name, or not a plain file or directory on disk (a
+    /// symlink, hard link, FIFO or directory where the log should be).
+    NotPlain,
+    /// An offset or size that means nothing.
+    BadRange,
 }
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StoreError::Refused(s) | StoreError::Io(s) => f.write_str(s),
+            StoreError::Refused(_, s) | StoreError::Io(s) => f.write_str(s),
         }
     }
 }
@@ -54,6 +66,11 @@ pub struct Stored {
 /// Systems whose sizes are kept between uploads.
 const MAX_CACHED_SYSTEMS: usize = 4096;
 
+/// How long a system's scanned sizes are trusted. Another receiver may
+/// write the same directory (stateless receivers behind a load balancer):
+/// what it wrote is counted within this long.
+const SIZES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct LogDir {
     path: PathBuf,
     fd: Fd,
@@ -69,6 +86,8 @@ pub struct LogDir {
 struct SystemDir {
     /// (device, inode) of the directory the sizes were scanned from.
     id: Option<(libc::dev_t, libc::ino_t)>,
+    /// When they were scanned.
+    scanned: Option<std::time::Instant>,
     sizes: HashMap<String, u64>,
     used: u64,
 }
@@ -90,6 +109,12 @@ impl LogDir {
         &self.path
     }
 
+    /// The log directory's descriptor, for the live view's read-only opens
+    /// below it.
+    pub fn fd(&self) -> &Fd {
+        &self.fd
+    }
+
     /// Writes `data` for `system`/`file` with Cobbler 4.0's semantics:
     /// offset 0 truncates first; offset >= 0 writes there (past the end
     /// leaves a hole); offset -1 appends and then sets the size to `size`
@@ -104,9 +129,10 @@ impl LogDir {
     ) -> Result<Stored, StoreError> {
         for name in [system, file] {
             if !single_component(name) {
-                return Err(StoreError::Refused(format!(
-                    "{name:?} is not a plain file name; not storing under it"
-                )));
+                return Err(StoreError::Refused(
+                    Refusal::NotPlain,
+                    format!("{name:?} is not a plain file name; not storing under it"),
+                ));
             }
         }
         let entry = {
@@ -120,6 +146,7 @@ impl LogDir {
             Arc::clone(systems.entry(system.to_string()).or_insert_with(|| {
                 Arc::new(Mutex::new(SystemDir {
                     id: None,
+                    scanned: None,
                     sizes: HashMap::new(),
                     used: 0,
                 }))
@@ -130,27 +157,36 @@ impl LogDir {
         // Opened afresh for every upload: an admin may move or remove a
         // system's directory while the receiver runs, and the next upload
         // must land in (a new) `<dir>/<system>`, not in the moved one. The
-        // sizes are scanned again only when it is another directory.
+        // sizes are scanned again when it is another directory, or when
+        // the scan is older than SIZES_FRESH (another receiver may write it).
         let sys_fd = &self.open_system(system)?;
         let id = sys::fstat(sys_fd)
             .map(|st| (st.st_dev, st.st_ino))
             .map_err(|e| io_err(&shown, "stat", &e))?;
-        if dir.id != Some(id) {
+        if dir.id != Some(id) || dir.scanned.is_none_or(|t| t.elapsed() > SIZES_FRESH) {
             dir.sizes =
                 scan_sizes(sys_fd).map_err(|e| io_err(&shown, "reading the directory", &e))?;
             dir.used = dir.sizes.values().sum();
             dir.id = Some(id);
+            dir.scanned = Some(std::time::Instant::now());
         }
         let dir = &mut *dir;
 
-        let name = CString::new(file)
-            .map_err(|_| StoreError::Refused(format!("{shown}: a NUL byte in the name")))?;
+        let name = CString::new(file).map_err(|_| {
+            StoreError::Refused(
+                Refusal::NotPlain,
+                format!("{shown}: a NUL byte in the name"),
+            )
+        })?;
         let (fd, created) =
             sys::open_file_below(sys_fd, &name).map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => StoreError::Refused(format!(
-                    "{shown} is a symlink in the log directory; not writing through it"
-                )),
-                Some(libc::EISDIR) => StoreError::Refused(format!("{shown} is a directory")),
+                Some(libc::ELOOP) => StoreError::Refused(
+                    Refusal::NotPlain,
+                    format!("{shown} is a symlink in the log directory; not writing through it"),
+                ),
+                Some(libc::EISDIR) => {
+                    StoreError::Refused(Refusal::NotPlain, format!("{shown} is a directory"))
+                }
                 _ => io_err(&shown, "opening", &e),
             })?;
         let len = data.len() as u64;
@@ -158,15 +194,19 @@ impl LogDir {
         let plan = (|| -> Result<(bool, u64, u64, u64), StoreError> {
             let st = sys::fstat(&fd).map_err(|e| io_err(&shown, "stat", &e))?;
             if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-                return Err(StoreError::Refused(format!(
-                    "{shown} is not a regular file; not writing to it"
-                )));
+                return Err(StoreError::Refused(
+                    Refusal::NotPlain,
+                    format!("{shown} is not a regular file; not writing to it"),
+                ));
             }
             if st.st_nlink > 1 {
-                return Err(StoreError::Refused(format!(
-                    "{shown} has {} hard links; not writing through it",
-                    st.st_nlink
-                )));
+                return Err(StoreError::Refused(
+                    Refusal::NotPlain,
+                    format!(
+                        "{shown} has {} hard links; not writing through it",
+                        st.st_nlink
+                    ),
+                ));
             }
             let current = st.st_size as u64;
 
@@ -174,29 +214,35 @@ impl LogDir {
                 0 => (true, 0, len),
                 o if o > 0 => (false, o as u64, current.max(o as u64 + len)),
                 -1 if size < 0 => {
-                    return Err(StoreError::Refused(format!(
-                        "{shown}: final size {size} is negative"
-                    )))
+                    return Err(StoreError::Refused(
+                        Refusal::BadRange,
+                        format!("{shown}: final size {size} is negative"),
+                    ))
                 }
                 -1 if size as u64 == len => (true, 0, len),
                 -1 => (false, current, size as u64),
                 _ => {
-                    return Err(StoreError::Refused(format!(
-                        "{shown}: offset {offset} (only -1 and offsets >= 0 mean anything)"
-                    )))
+                    return Err(StoreError::Refused(
+                        Refusal::BadRange,
+                        format!(
+                            "{shown}: offset {offset} (only -1 and offsets >= 0 mean anything)"
+                        ),
+                    ))
                 }
             };
             let peak = final_size.max(write_at + len);
             if peak > self.caps.file_bytes {
-                return Err(StoreError::Refused(format!(
+                return Err(StoreError::Refused(Refusal::FileCap, format!(
                     "{shown} would grow to {peak} bytes, over this receiver's cap of {} bytes per file",
                     self.caps.file_bytes
                 )));
             }
-            let before = dir.sizes.get(file).copied().unwrap_or(current);
+            // What `used` counts for this file (nothing, if another writer
+            // made it since the scan); its size now is `current`.
+            let before = dir.sizes.get(file).copied().unwrap_or(0);
             let used_after = dir.used - before.min(dir.used) + final_size;
             if used_after > self.caps.system_bytes && final_size > current {
-                return Err(StoreError::Refused(format!(
+                return Err(StoreError::Refused(Refusal::SystemCap, format!(
                     "{system} would hold {used_after} bytes, over this receiver's cap of {} bytes per system",
                     self.caps.system_bytes
                 )));
@@ -243,8 +289,12 @@ impl LogDir {
     /// Opens `<dir>/<system>`, creating it (0755) if missing, never
     /// following a symlink.
     fn open_system(&self, system: &str) -> Result<Fd, StoreError> {
-        let name = CString::new(system)
-            .map_err(|_| StoreError::Refused(format!("{system:?}: a NUL byte in the name")))?;
+        let name = CString::new(system).map_err(|_| {
+            StoreError::Refused(
+                Refusal::NotPlain,
+                format!("{system:?}: a NUL byte in the name"),
+            )
+        })?;
         match sys::mkdir_below(&self.fd, &name) {
             Ok(true) => {
                 sys::fsync(&self.fd).map_err(|e| io_err(system, "syncing the log directory", &e))?
@@ -253,10 +303,13 @@ impl LogDir {
             Err(e) => return Err(io_err(system, "creating the directory", &e)),
         }
         sys::open_dir_below(&self.fd, &name).map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) | Some(libc::ENOTDIR) => StoreError::Refused(format!(
-                "{}/{system} is not a directory (a symlink?); not writing through it",
-                self.path.display()
-            )),
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => StoreError::Refused(
+                Refusal::NotPlain,
+                format!(
+                    "{}/{system} is not a directory (a symlink?); not writing through it",
+                    self.path.display()
+                ),
+            ),
             _ => io_err(system, "opening the directory", &e),
         })
     }
@@ -293,11 +346,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    fn scratch(tag: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("receiver-store-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        p
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        (dir, path)
     }
 
     const BIG: Caps = Caps {
@@ -307,7 +359,7 @@ mod tests {
 
     #[test]
     fn cobbler_offset_semantics() {
-        let root = scratch("semantics");
+        let (_tmp, root) = scratch();
         let d = LogDir::open(&root, BIG).unwrap();
         let read = || std::fs::read(root.join("web01/a.log")).unwrap();
         d.write("web01", "a.log", 5, 0, b"hello").unwrap();
@@ -330,26 +382,26 @@ mod tests {
         assert_eq!(s.file_size, 3);
         assert!(matches!(
             d.write("web01", "a.log", 1, -2, b"x"),
-            Err(StoreError::Refused(_))
+            Err(StoreError::Refused(..))
         ));
         assert!(matches!(
             d.write("web01", "a.log", -1, -1, b"x"),
-            Err(StoreError::Refused(_))
+            Err(StoreError::Refused(..))
         ));
         std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn never_follows_what_was_planted_in_the_log_directory() {
-        let root = scratch("planted");
-        let outside = scratch("planted-outside");
+        let (_tmp, root) = scratch();
+        let (_tmp, outside) = scratch();
         std::fs::write(outside.join("victim"), b"precious").unwrap();
         let d = LogDir::open(&root, BIG).unwrap();
         // A symlinked system directory.
         symlink(&outside, root.join("evil")).unwrap();
         let e = d.write("evil", "victim", 1, 0, b"x").unwrap_err();
         assert!(
-            matches!(e, StoreError::Refused(ref m) if m.contains("not a directory")),
+            matches!(e, StoreError::Refused(_, ref m) if m.contains("not a directory")),
             "{e:?}"
         );
         // A symlinked file and a hard link inside a real system directory.
@@ -357,22 +409,20 @@ mod tests {
         symlink(outside.join("victim"), root.join("web01/link.log")).unwrap();
         let e = d.write("web01", "link.log", 1, 0, b"x").unwrap_err();
         assert!(
-            matches!(e, StoreError::Refused(ref m) if m.contains("symlink")),
+            matches!(e, StoreError::Refused(_, ref m) if m.contains("symlink")),
             "{e:?}"
         );
         std::fs::hard_link(outside.join("victim"), root.join("web01/hard.log")).unwrap();
         let e = d.write("web01", "hard.log", 1, 0, b"x").unwrap_err();
         assert!(
-            matches!(e, StoreError::Refused(ref m) if m.contains("hard links")),
+            matches!(e, StoreError::Refused(_, ref m) if m.contains("hard links")),
             "{e:?}"
         );
         // A FIFO (opened non-blocking, so this does not hang) and a directory.
-        let fifo = CString::new(root.join("web01/fifo.log").to_str().unwrap()).unwrap();
-        // SAFETY: mkfifo on a NUL-terminated path we own.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        anamon_testkit::sys::mkfifo(&root.join("web01/fifo.log"));
         let e = d.write("web01", "fifo.log", 1, 0, b"x").unwrap_err();
         assert!(
-            matches!(e, StoreError::Refused(ref m) if m.contains("regular")),
+            matches!(e, StoreError::Refused(_, ref m) if m.contains("regular")),
             "{e:?}"
         );
         std::fs::create_dir(root.join("web01/dir.log")).unwrap();
@@ -389,7 +439,7 @@ mod tests {
             assert!(
                 matches!(
                     d.write(system, file, 1, 0, b"x"),
-                    Err(StoreError::Refused(_))
+                    Err(StoreError::Refused(..))
                 ),
                 "{system:?}/{file:?}"
             );
@@ -400,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_moved_or_removed_system_directory_is_made_again() {
-        let root = scratch("moved");
+        let (_tmp, root) = scratch();
         let d = LogDir::open(&root, BIG).unwrap();
         d.write("web01", "a.log", 3, 0, b"one").unwrap();
         std::fs::rename(root.join("web01"), root.join("web01.old")).unwrap();
@@ -415,7 +465,7 @@ mod tests {
 
     #[test]
     fn many_systems_hold_no_descriptors() {
-        let root = scratch("many");
+        let (_tmp, root) = scratch();
         let d = LogDir::open(&root, BIG).unwrap();
         let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
         let before = open_fds();
@@ -429,7 +479,7 @@ mod tests {
 
     #[test]
     fn caps_per_file_and_per_system() {
-        let root = scratch("caps");
+        let (_tmp, root) = scratch();
         std::fs::create_dir(root.join("web01")).unwrap();
         // What is already on disk counts toward the system's cap.
         std::fs::write(root.join("web01/old.log"), vec![b'o'; 40]).unwrap();
@@ -444,12 +494,12 @@ mod tests {
         d.write("web01", "a.log", 50, 0, &[b'a'; 50]).unwrap();
         let e = d.write("web01", "a.log", 1, 50, b"x").unwrap_err();
         assert!(
-            matches!(e, StoreError::Refused(ref m) if m.contains("per file")),
+            matches!(e, StoreError::Refused(_, ref m) if m.contains("per file")),
             "{e:?}"
         );
         let e = d.write("web01", "b.log", 11, 0, &[b'b'; 11]).unwrap_err();
         assert!(
-            matches!(e, StoreError::Refused(ref m) if m.contains("per system")),
+            matches!(e, StoreError::Refused(_, ref m) if m.contains("per system")),
             "{e:?}"
         );
         // A restart at offset 0 frees what it replaces.
@@ -462,5 +512,34 @@ mod tests {
             vec![b'a'; 10]
         );
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn two_receivers_on_one_directory_keep_the_system_cap() {
+        // Two receivers behind a load balancer share the log directory:
+        // each must count what the other wrote, not only its own uploads.
+        let (_tmp, root) = scratch();
+        let caps = Caps {
+            file_bytes: 100,
+            system_bytes: 100,
+        };
+        let (a, b) = (
+            LogDir::open(&root, caps).unwrap(),
+            LogDir::open(&root, caps).unwrap(),
+        );
+        b.write("web01", "b.log", 10, 0, &[b'b'; 10]).unwrap();
+        a.write("web01", "a.log", 60, 0, &[b'a'; 60]).unwrap();
+        // A file B has never seen, created and grown by A, then written by B
+        // (an agent's next request round-robined to the other receiver).
+        a.write("web01", "c.log", 20, 0, &[b'c'; 20]).unwrap();
+        std::thread::sleep(SIZES_FRESH + std::time::Duration::from_millis(100));
+        let e = b.write("web01", "b.log", 15, 10, &[b'b'; 15]).unwrap_err();
+        assert!(
+            matches!(e, StoreError::Refused(Refusal::SystemCap, ref m) if m.contains("per system")),
+            "{e:?}"
+        );
+        // What is on disk is what counts: 10 + 60 + 20, room for 10 more.
+        b.write("web01", "c.log", 10, 20, &[b'c'; 10]).unwrap();
+        assert!(a.write("web01", "a.log", 1, 60, b"a").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The system calls std does not offer: directory-relative opens that never
 //! follow symlinks, `fdatasync`, signal flags, `poll`. Every `unsafe` block
 //! of the receiver is here.
+#![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -110,27 +111,40 @@ pub fn ftruncate(fd: &Fd, len: u64) -> io::Result<()> {
 /// Writes all of `data` at `offset`, or fails.
 pub fn pwrite_all(fd: &Fd, mut data: &[u8], mut offset: u64) -> io::Result<()> {
     while !data.is_empty() {
-        let off = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        let off = file_offset(offset)?;
         // SAFETY: `data` is a live slice of `data.len()` readable bytes.
-        let n = unsafe { libc::pwrite(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), off) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let n = retry_eintr(|| unsafe {
+            libc::pwrite(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), off)
+        })?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "pwrite wrote nothing",
             ));
         }
-        data = &data[n as usize..];
+        data = &data[n..];
         offset += n as u64;
     }
     Ok(())
+}
+
+fn file_offset(offset: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))
+}
+
+/// Runs a read or write call until it is not interrupted by a signal.
+fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 pub fn fdatasync(fd: &Fd) -> io::Result<()> {
@@ -196,4 +210,37 @@ pub fn utc_now() -> String {
         tm.tm_min,
         tm.tm_sec
     )
+}
+
+/// Opens the file `name` below `dir` for reading only (the live view),
+/// never following a symlink and never blocking on a FIFO.
+pub fn open_read_below(dir: &Fd, name: &CStr) -> io::Result<Fd> {
+    // SAFETY: a valid directory descriptor, a NUL-terminated name, constant
+    // flags.
+    owned(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the
+/// file.
+pub fn pread_full(fd: &Fd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let off = file_offset(offset + done as u64)?;
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is a live, writable slice of `rest.len()` bytes.
+        let n = retry_eintr(|| unsafe {
+            libc::pread(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), off)
+        })?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
 }

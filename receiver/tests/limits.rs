@@ -2,122 +2,28 @@
 //! framing, deadline, connection count, request rate), hostile names never
 //! leave the log directory, and each refusal is an answer, never a crash.
 
+mod common;
+
+use anamon_testkit::{Peer, Scratch};
+use common::{is_false, is_fault, is_true, upload};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Receiver {
-    child: Child,
-    port: u16,
-    root: PathBuf,
-}
-
-impl Receiver {
-    fn start(tag: &str, extra: &[&str]) -> Receiver {
-        let root =
-            std::env::temp_dir().join(format!("receiver-limits-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("logs")).unwrap();
-        let port_file = root.join("port");
-        let child = Command::new(env!("CARGO_BIN_EXE_anamon-receiver"))
-            .args(["--listen", "127.0.0.1:0", "--dir"])
-            .arg(root.join("logs"))
-            .arg("--port-file")
-            .arg(&port_file)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(root.join("receiver.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs(10);
-        while !port_file.exists() {
-            assert!(Instant::now() < end, "receiver did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let port = std::fs::read_to_string(&port_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Receiver { child, port, root }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let c = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        c
-    }
-
-    /// Sends raw bytes, returns the whole response.
-    fn raw(&self, request: &[u8]) -> String {
-        let mut c = self.connect();
-        let _ = c.write_all(request);
-        let mut out = Vec::new();
-        let _ = c.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    fn post(&self, body: &str) -> String {
-        self.raw(
-            format!(
-                "POST /cobbler_api HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn threads(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
-            .unwrap()
-            .count()
-    }
-
-    fn logs(&self) -> PathBuf {
-        self.root.join("logs")
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-fn upload(system: &str, file: &str, size: i64, offset: i64, b64: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\"?><methodCall><methodName>upload_log_data</methodName><params>\
-         <param><value><string>{system}</string></value></param>\
-         <param><value><string>{file}</string></value></param>\
-         <param><value><int>{size}</int></value></param>\
-         <param><value><int>{offset}</int></value></param>\
-         <param><value><base64>{b64}</base64></value></param></params></methodCall>"
+fn receiver(dir: &Scratch, extra: &[&str]) -> Peer {
+    Peer::receiver_binary(
+        Path::new(env!("CARGO_BIN_EXE_anamon-receiver")),
+        dir,
+        0,
+        extra,
     )
-}
-
-fn is_true(resp: &str) -> bool {
-    resp.starts_with("HTTP/1.1 200") && resp.contains("<boolean>1</boolean>")
-}
-
-fn is_false(resp: &str) -> bool {
-    resp.starts_with("HTTP/1.1 200") && resp.contains("<boolean>0</boolean>")
-}
-
-fn is_fault(resp: &str) -> bool {
-    resp.starts_with("HTTP/1.1 200") && resp.contains("<fault>")
 }
 
 #[test]
 fn http_framing_and_size_bounds() {
-    let mut r = Receiver::start("framing", &["--max-request-size", "4K"]);
+    let dir = Scratch::new("framing");
+    let mut r = receiver(&dir, &["--max-request-size", "4K"]);
     let ok = upload("web01", "a.log", 5, 0, "aGVsbG8=");
     assert!(is_true(&r.post(&ok)));
     for (request, status) in [
@@ -167,16 +73,17 @@ fn http_framing_and_size_bounds() {
     assert!(is_fault(&r.post(
         "<methodCall><methodName>system.listMethods</methodName></methodCall>"
     )));
-    assert!(r.alive());
+    assert!(r.is_running());
     assert_eq!(
-        std::fs::read(r.logs().join("web01/a.log")).unwrap(),
+        std::fs::read(r.logdir.clone().join("web01/a.log")).unwrap(),
         b"hello"
     );
 }
 
 #[test]
 fn a_silent_client_is_cut_off_at_the_deadline() {
-    let r = Receiver::start("deadline", &["--timeout", "1"]);
+    let dir = Scratch::new("deadline");
+    let r = receiver(&dir, &["--timeout", "1"]);
     let mut c = r.connect();
     c.write_all(b"POST / HTTP/1.1\r\nContent-Le").unwrap();
     let t = Instant::now();
@@ -201,7 +108,8 @@ fn a_silent_client_is_cut_off_at_the_deadline() {
 
 #[test]
 fn connections_beyond_the_cap_wait_their_turn() {
-    let r = Receiver::start("slots", &["--max-connections", "2", "--timeout", "2"]);
+    let dir = Scratch::new("slots");
+    let r = receiver(&dir, &["--max-connections", "2", "--timeout", "2"]);
     // Two clients hold both slots without sending a byte.
     let idle: Vec<TcpStream> = (0..2).map(|_| r.connect()).collect();
     std::thread::sleep(Duration::from_millis(300));
@@ -224,7 +132,8 @@ fn connections_beyond_the_cap_wait_their_turn() {
 
 #[test]
 fn request_rate_cap_per_client_answers_faults() {
-    let mut r = Receiver::start("rate", &["--rate", "2", "--burst", "3"]);
+    let dir = Scratch::new("rate");
+    let mut r = receiver(&dir, &["--rate", "2", "--burst", "3"]);
     let results: Vec<String> = (0..6)
         .map(|i| r.post(&upload("web01", "a.log", 1, i, "eA==")))
         .collect();
@@ -237,13 +146,14 @@ fn request_rate_cap_per_client_answers_faults() {
     );
     std::thread::sleep(Duration::from_millis(600));
     assert!(is_true(&r.post(&upload("web01", "a.log", 1, 3, "eA=="))));
-    assert!(r.alive());
+    assert!(r.is_running());
 }
 
 #[test]
 fn hostile_names_never_leave_the_log_directory() {
-    let mut r = Receiver::start("names", &[]);
-    let before = tree(&r.root);
+    let dir = Scratch::new("names");
+    let mut r = receiver(&dir, &[]);
+    let before = tree(dir.root());
     let tmp_x = Path::new("/tmp/x.log").exists();
     for (system, file) in [
         ("..", "x.log"),
@@ -264,15 +174,18 @@ fn hostile_names_never_leave_the_log_directory() {
             "{system:?}/{file:?}: {resp}"
         );
     }
-    assert!(r.alive());
-    let after = tree(&r.root);
+    assert!(r.is_running());
+    let after = tree(dir.root());
     let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
     assert!(
-        new.iter().all(|p| p.starts_with(r.logs())),
+        new.iter().all(|p| p.starts_with(r.logdir.clone())),
         "written outside: {new:?}"
     );
     assert_eq!(Path::new("/tmp/x.log").exists(), tmp_x, "wrote /tmp/x.log");
-    assert!(!r.logs().join("web01").exists() || tree(&r.logs().join("web01")).is_empty());
+    assert!(
+        !r.logdir.clone().join("web01").exists()
+            || tree(&r.logdir.clone().join("web01")).is_empty()
+    );
 }
 
 fn tree(dir: &Path) -> Vec<PathBuf> {

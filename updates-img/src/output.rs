@@ -47,8 +47,8 @@ mod tests {
 
     #[test]
     fn failure_leaves_nothing_behind() {
-        let dir = std::env::temp_dir().join(format!("updates-img-out-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let out = dir.join("u.img");
         fs::write(&out, b"old").unwrap();
         let r = write_atomically(&out, |f| {
@@ -57,7 +57,7 @@ mod tests {
         });
         assert!(r.is_err());
         assert_eq!(fs::read(&out).unwrap(), b"old");
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(dir).unwrap().count(), 1);
         write_atomically(&out, |f| {
             f.write_all(b"new").map_err(|e| Error::Io {
                 what: "w".into(),
@@ -67,6 +67,5 @@ mod tests {
         })
         .unwrap();
         assert_eq!(fs::read(&out).unwrap(), b"new");
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -81,6 +81,16 @@ const MAX_DEPTH: usize = 16;
 
 /// Builds a complete `methodCall` document.
 pub fn encode_call(method: &str, params: &[Param<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_call_into(&mut out, method, params);
+    out
+}
+
+/// [`encode_call`] into `out`, which is cleared first: a caller that sends
+/// many calls keeps one buffer instead of allocating (and, for a 256 KiB
+/// chunk, mapping and unmapping) a new one per call.
+pub fn encode_call_into(out: &mut Vec<u8>, method: &str, params: &[Param<'_>]) {
+    out.clear();
     let payload: usize = params
         .iter()
         .map(|p| match p {
@@ -89,16 +99,16 @@ pub fn encode_call(method: &str, params: &[Param<'_>]) -> Vec<u8> {
             Param::Base64(b) | Param::Base64Text(b) => b.len().div_ceil(3) * 4 + 40,
         })
         .sum();
-    let mut out = Vec::with_capacity(payload + 120);
+    out.reserve(payload + 120);
     out.extend_from_slice(b"<?xml version=\"1.0\"?>\n<methodCall><methodName>");
-    push_escaped(&mut out, method);
+    push_escaped(out, method);
     out.extend_from_slice(b"</methodName><params>\n");
     for p in params {
         out.extend_from_slice(b"<param><value>");
         match *p {
             Param::Str(s) => {
                 out.extend_from_slice(b"<string>");
-                push_escaped(&mut out, s);
+                push_escaped(out, s);
                 out.extend_from_slice(b"</string>");
             }
             // Python's marshaller writes <int> and its parser reads <int>,
@@ -110,19 +120,18 @@ pub fn encode_call(method: &str, params: &[Param<'_>]) -> Vec<u8> {
             Param::Int(i) => out.extend_from_slice(format!("<i8>{i}</i8>").as_bytes()),
             Param::Base64(b) => {
                 out.extend_from_slice(b"<base64>");
-                base64_encode_into(b, &mut out);
+                base64_encode_into(b, out);
                 out.extend_from_slice(b"</base64>");
             }
             Param::Base64Text(b) => {
                 out.extend_from_slice(b"<string>");
-                base64_encode_into(b, &mut out);
+                base64_encode_into(b, out);
                 out.extend_from_slice(b"</string>");
             }
         }
         out.extend_from_slice(b"</value></param>\n");
     }
     out.extend_from_slice(b"</params></methodCall>\n");
-    out
 }
 
 pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {

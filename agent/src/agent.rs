@@ -1,0 +1,319 @@
+//! The running agent: starts everything in order (detach, descriptors, pid
+//! file, signals, journal, events, client), then runs its mode: the daemon
+//! until a shutdown signal and its final flush, or one bounded `--exit`.
+
+use crate::cli::{Config, Detach, Mode};
+use crate::client::Client;
+use crate::events::{self, EventSource};
+use crate::journal::{self, Journal};
+use crate::pacing::{Pacer, Pacing};
+use crate::shipper::{Pass, Round, Shipper};
+use crate::sys;
+use crate::transport::HttpTransport;
+use crate::watched::WatchedFile;
+use crate::watchlist::WatchList;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long SIGTERM may take: RHEL 4/5's loader sends SIGKILL 2 s after it,
+/// and a loaded machine needs some of the rest to schedule the exit (the
+/// tests measured up to 0.45 s between the deadline and the exit).
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_millis(1000);
+/// How long before the `--exit` deadline the last attempt is made.
+const LAST_ATTEMPT_MARGIN: Duration = Duration::from_millis(500);
+/// Between attempts of the final flush.
+const FLUSH_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Runs the agent; returns the process exit status.
+pub(crate) fn run(cfg: Config) -> u8 {
+    crate::log::set_debug(cfg.debug);
+    if let Err(e) = detach(&cfg) {
+        info!("cannot start: {e}");
+        return 1;
+    }
+    sys::close_inherited_descriptors();
+    // From here every way out of this function removes the pid file.
+    let _pidfile = match cfg.pidfile.as_deref().map(PidFile::create).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            info!("cannot write the pid file: {e}");
+            return 1;
+        }
+    };
+    let pipe = match sys::WakePipe::new().and_then(|p| p.catch_shutdown_signals().map(|()| p)) {
+        Ok(p) => p,
+        Err(e) => {
+            info!("cannot set up signal handling: {e}");
+            return 1;
+        }
+    };
+    let mut watch = cfg.watch;
+    // Started before the event source, which starts notify's thread: the
+    // journal child is forked from a process with one thread.
+    let journal = if cfg.stream_journal {
+        start_journal(&mut watch)
+    } else {
+        None
+    };
+    let paths: Vec<PathBuf> = watch.files.iter().map(|e| e.path.clone()).collect();
+    let targets = events::Targets {
+        files: &paths,
+        globs: &watch.globs,
+    };
+    let (events, poll_reason) = EventSource::new(pipe, &targets, cfg.watching);
+    info!(
+        "anamon {} (kernel {}) shipping {} files{} as {:?} to http://{}:{}{}{}; {}; {}",
+        env!("CARGO_PKG_VERSION"),
+        sys::kernel_release(),
+        watch.files.len(),
+        if watch.globs.is_empty() {
+            String::new()
+        } else {
+            format!(" and {} file patterns", watch.globs.len())
+        },
+        cfg.name,
+        cfg.server,
+        cfg.port,
+        cfg.route.path(),
+        if cfg.token.is_some() {
+            " with a token"
+        } else {
+            ""
+        },
+        match &poll_reason {
+            None => "file events from inotify".to_string(),
+            Some(why) => format!(
+                "polling every {} s ({why})",
+                events::POLL_INTERVAL.as_secs()
+            ),
+        },
+        describe_mode(cfg.mode),
+    );
+    for e in &watch.files {
+        debug!("watching {} as {}", e.path.display(), e.alias);
+    }
+    for g in &watch.globs {
+        debug!("watching {} for {}", g.dir.display(), g.pattern);
+    }
+    let files = watch
+        .files
+        .iter()
+        .map(|e| WatchedFile::new(e.path.clone(), e.alias.clone()))
+        .collect();
+    let client = Client::new(
+        HttpTransport::new(&cfg.server, cfg.port),
+        cfg.wire,
+        cfg.route,
+    )
+    .with_token(cfg.token);
+    let pacing = match cfg.mode {
+        Mode::Daemon(p) => p,
+        Mode::Once { .. } => Pacing::Fixed(Duration::ZERO),
+    };
+    let shipper = Shipper::new(client, cfg.name, files, cfg.timeout, Pacer::new(pacing));
+    let mut agent = Agent {
+        shipper,
+        events,
+        watch,
+        names_changed: true,
+    };
+    let status = match cfg.mode {
+        Mode::Daemon(_) => agent.ship_forever(),
+        Mode::Once { limit } => agent.ship_once(limit),
+    };
+    drop(journal);
+    status
+}
+
+fn describe_mode(mode: Mode) -> String {
+    match mode {
+        Mode::Daemon(Pacing::Adaptive { cadence, .. }) => format!(
+            "a quiet file ships at once, a busy one every {} ms",
+            cadence.as_millis()
+        ),
+        Mode::Daemon(Pacing::Fixed(d)) => {
+            format!("at most one upload per file per {} ms", d.as_millis())
+        }
+        Mode::Once { limit } => format!("one pass (--exit), for at most {} s", limit.as_secs()),
+    }
+}
+
+/// Detaches (unless `--fg`) and points the log where it goes.
+fn detach(cfg: &Config) -> std::io::Result<()> {
+    match (cfg.detach, &cfg.log_file) {
+        (Detach::Background, log) => sys::daemonize(log.as_deref()),
+        (Detach::Foreground, Some(log)) => sys::redirect_stderr(log),
+        (Detach::Foreground, None) => Ok(()),
+    }
+}
+
+fn start_journal(watch: &mut WatchList) -> Option<Journal> {
+    match Journal::start() {
+        Ok(Some(j)) => {
+            watch.push(j.path().to_path_buf(), Some(journal::ALIAS));
+            Some(j)
+        }
+        Ok(None) => {
+            debug!("no systemd journal here; not streaming it");
+            None
+        }
+        Err(e) => {
+            info!("cannot stream the journal: {e}");
+            None
+        }
+    }
+}
+
+/// The pid file, removed when dropped: on every way out of [`run`].
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: &Path) -> std::io::Result<PidFile> {
+        std::fs::write(path, format!("{}\n", std::process::id()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What the agent watches, how it hears of changes, and the shipper that
+/// delivers.
+struct Agent<T> {
+    shipper: Shipper<T>,
+    events: EventSource,
+    watch: WatchList,
+    /// Names may have changed since globs were last matched.
+    names_changed: bool,
+}
+
+impl<T: crate::transport::Transport> Agent<T> {
+    /// Adds files that globs now match, then ships what is due.
+    fn pass(&mut self, round: Round) -> Pass {
+        if std::mem::take(&mut self.names_changed) {
+            for e in self.watch.scan_globs() {
+                info!(
+                    "{}: new file matching a watched pattern; shipping it as {}",
+                    e.path.display(),
+                    e.alias
+                );
+                self.shipper.add(WatchedFile::new(e.path, e.alias));
+            }
+        }
+        let pass = self.shipper.pass(round);
+        self.events.mute(self.shipper.waiting());
+        pass
+    }
+
+    fn wait(&mut self, until: Option<Instant>) {
+        let timeout = until.map(|t| t.saturating_duration_since(Instant::now()));
+        self.names_changed |= self.events.wait(timeout);
+    }
+
+    /// The daemon: ship whenever something is due; on a shutdown signal
+    /// ship what is pending within [`SHUTDOWN_GRACE`] and exit 0.
+    fn ship_forever(&mut self) -> u8 {
+        // While the server fails, file events do not start passes: only
+        // the backoff does. Files that wait (their pace, a hold) only set a
+        // time to look again; events keep shipping the others.
+        let mut retry_at: Option<Instant> = None;
+        let mut wake_at: Option<Instant> = None;
+        loop {
+            if sys::shutdown_requested() {
+                return self.flush_and_exit();
+            }
+            if retry_at.is_none_or(|t| Instant::now() >= t) {
+                (retry_at, wake_at) = match self.pass(Round::Daemon) {
+                    Pass::Failed { retry_at } => (Some(retry_at), Some(retry_at)),
+                    Pass::Waiting { until } => (None, Some(until)),
+                    Pass::Done | Pass::HeldBack | Pass::Interrupted => (None, None),
+                };
+            }
+            // Quiet files let go of their descriptors even while nothing
+            // else happens (an installer may be about to unmount).
+            let release = self.shipper.release_quiet(Instant::now());
+            self.wait(match (wake_at, release) {
+                (Some(w), Some(r)) => Some(w.min(r)),
+                (w, r) => w.or(r),
+            });
+        }
+    }
+
+    /// After a shutdown signal: the request in flight was aborted; ship
+    /// what is pending on fresh connections until the grace period ends.
+    fn flush_and_exit(&mut self) -> u8 {
+        sys::begin_final_flush();
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        loop {
+            match self.pass(Round::Flush { deadline }) {
+                Pass::Done => {
+                    info!("shutting down: everything shipped");
+                    return 0;
+                }
+                Pass::Failed { .. } if Instant::now() + FLUSH_RETRY_PAUSE < deadline => {
+                    std::thread::sleep(FLUSH_RETRY_PAUSE);
+                }
+                Pass::HeldBack => {
+                    info!("shutting down: the server keeps faulting on some files; their data stays in the files");
+                    return 0;
+                }
+                _ => {
+                    info!("shutting down: some data could not be shipped in time; it stays in the files");
+                    return 0;
+                }
+            }
+        }
+    }
+
+    /// `--exit`: ship what the files hold, retrying until `limit`; 0 only
+    /// when the server has all of it.
+    fn ship_once(&mut self, limit: Duration) -> u8 {
+        let start = Instant::now();
+        let deadline = start + limit;
+        // When the backoff would wait past the deadline, one last attempt
+        // just before it, rather than giving up early.
+        let last_attempt = deadline.checked_sub(LAST_ATTEMPT_MARGIN).unwrap_or(start);
+        loop {
+            if sys::shutdown_requested() {
+                return self.flush_and_exit();
+            }
+            match self.pass(Round::Once { deadline }) {
+                Pass::Done if self.shipper.unshippable() == 0 => {
+                    info!("all files shipped");
+                    return 0;
+                }
+                Pass::Done => {
+                    info!(
+                        "{} file(s) could not be shipped; exiting with status 1",
+                        self.shipper.unshippable()
+                    );
+                    return 1;
+                }
+                Pass::Failed { retry_at } | Pass::Waiting { until: retry_at }
+                    if retry_at < deadline =>
+                {
+                    self.wait(Some(retry_at));
+                }
+                Pass::Failed { .. } | Pass::Waiting { .. } if Instant::now() < last_attempt => {
+                    self.wait(Some(last_attempt));
+                }
+                Pass::Interrupted if sys::shutdown_requested() => return self.flush_and_exit(),
+                _ => {
+                    // Tenths by integer arithmetic: formatting an f64 would
+                    // pull ~16 KiB of float printing into the binary.
+                    let tenths = start.elapsed().as_millis() / 100;
+                    info!(
+                        "gave up after {}.{} s (--exit-timeout {}) with data still to ship; exiting with status 1",
+                        tenths / 10,
+                        tenths % 10,
+                        limit.as_secs()
+                    );
+                    return 1;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! When the daemon may send the next upload of a file: live where it
+//! matters, cheap for the server everywhere else.
+//!
+//! Real installer logs are written in many short bursts separated by long
+//! quiet spells (`shared/REAL-INSTALLS.md`). Every request costs Cobbler
+//! about a millisecond of CPU and a line in its log, whatever it carries, so
+//! shipping every burst as it happens costs the server more than Python
+//! anamon's whole-file resends every 5 s. So:
+//!
+//! - the first change to a file after a quiet spell ships at once (a hang or
+//!   an error shows up within milliseconds);
+//! - a file that keeps growing ships at most once per cadence, each upload
+//!   carrying everything written meanwhile;
+//! - a backlog (a crash dump written at once) goes chunk after chunk;
+//! - all paced uploads together stay within a request-rate budget, however
+//!   many files are busy;
+//! - when the server answers slowly, resets connections or fails, the
+//!   cadence widens and the budget shrinks, up to 16-fold, and they narrow
+//!   again as the server answers quickly. (A fault about one file backs off
+//!   that file alone: see `watched::Hold`.)
+//!
+//! `--min-interval MS` replaces all of it with the older fixed rule (after
+//! an upload that caught the file up, the next waits MS). `--exit` and the
+//! final flush are never paced.
+
+use std::time::{Duration, Instant};
+
+/// How the daemon paces uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pacing {
+    /// The default: a quiet file ships at once, a busy one once per
+    /// `cadence`, all of them within `per_second` paced requests.
+    Adaptive { cadence: Duration, per_second: u32 },
+    /// `--min-interval`: after an upload that caught a file up, its next
+    /// upload waits this long. No budget, no widening.
+    Fixed(Duration),
+}
+
+/// The default cadence of a busy file. Chosen from `ci/bench/run --sweep`
+/// on the real-pace replay: see the README's pacing figures.
+pub(crate) const DEFAULT_CADENCE: Duration = Duration::from_millis(1500);
+/// The default budget of paced requests per second, all files together.
+pub(crate) const DEFAULT_PER_SECOND: u32 = 4;
+/// How many paced requests may go back to back before the budget bites.
+const BURST: u32 = 4;
+/// An answer slower than this, plus a microsecond per byte sent (1 MB/s:
+/// a 256 KiB chunk may take 0.76 s), widens the pace.
+const SLOW: Duration = Duration::from_millis(500);
+/// The widest pace: cadence × 2^4, budget ÷ 2^4.
+const MAX_WIDEN: u32 = 4;
+/// Quick answers in a row that narrow the pace one step.
+const QUICK_TO_NARROW: u32 = 4;
+
+/// What the pacing knows of one file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum FilePace {
+    /// Nothing shipped yet, or new bytes after the agent started.
+    #[default]
+    Fresh,
+    /// The last upload was a full chunk: more is waiting behind it.
+    Backlog,
+    /// The last upload gave the server all the file had, at this instant.
+    CaughtUp(Instant),
+}
+
+impl FilePace {
+    /// After an upload of `len` bytes out of chunks of at most `chunk`.
+    pub(crate) fn after_upload(len: usize, chunk: usize, now: Instant) -> FilePace {
+        if len >= chunk {
+            FilePace::Backlog
+        } else {
+            FilePace::CaughtUp(now)
+        }
+    }
+}
+
+/// The daemon's pace: the per-file rule, the shared budget, and how wide
+/// the server's health makes both.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    pacing: Pacing,
+    /// The pace is 2^widen times slower than configured.
+    widen: u32,
+    quick_in_a_row: u32,
+    /// The budget as a "theoretical arrival time" (GCRA): a paced request
+    /// may go when this is at most `BURST` intervals ahead of now.
+    budget_at: Option<Instant>,
+}
+
+impl Pacer {
+    pub(crate) fn new(pacing: Pacing) -> Pacer {
+        Pacer {
+            pacing,
+            widen: 0,
+            quick_in_a_row: 0,
+            budget_at: None,
+        }
+    }
+
+    /// When a file with new bytes may next be uploaded (now or earlier:
+    /// at once).
+    pub(crate) fn due(&self, pace: FilePace, now: Instant) -> Instant {
+        let (after, budget) = match pace {
+            FilePace::Backlog => return now,
+            FilePace::Fresh => (now, true),
+            FilePace::CaughtUp(at) => (at + self.interval(), true),
+        };
+        match (self.pacing, budget) {
+            (Pacing::Adaptive { .. }, true) => after.max(self.budget_free_at(now)),
+            _ => after,
+        }
+    }
+
+    /// Records that a paced upload (one that was not a backlog's next
+    /// chunk) is being sent now.
+    pub(crate) fn spend(&mut self, pace: FilePace, now: Instant) {
+        if pace == FilePace::Backlog {
+            return;
+        }
+        if let Some(step) = self.budget_step() {
+            let from = self.budget_at.map_or(now, |t| t.max(now));
+            self.budget_at = Some(from + step);
+        }
+    }
+
+    /// The server answered an upload of `len` bytes after `took`.
+    pub(crate) fn answered(&mut self, took: Duration, len: usize) {
+        if took > SLOW + Duration::from_micros(len as u64) {
+            self.trouble();
+        } else {
+            self.quick_in_a_row += 1;
+            if self.quick_in_a_row >= QUICK_TO_NARROW {
+                self.quick_in_a_row = 0;
+                self.widen = self.widen.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The server failed or reset the connection.
+    pub(crate) fn trouble(&mut self) {
+        self.quick_in_a_row = 0;
+        self.widen = (self.widen + 1).min(MAX_WIDEN);
+    }
+
+    /// How much wider than configured the pace is now (1, 2, 4, 8 or 16).
+    pub(crate) fn widening(&self) -> u32 {
+        match self.pacing {
+            Pacing::Adaptive { .. } => 1 << self.widen,
+            Pacing::Fixed(_) => 1,
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        match self.pacing {
+            Pacing::Adaptive { cadence, .. } => cadence * self.widening(),
+            Pacing::Fixed(d) => d,
+        }
+    }
+
+    /// The budget's spacing between paced requests, widened.
+    fn budget_step(&self) -> Option<Duration> {
+        match self.pacing {
+            Pacing::Adaptive { per_second, .. } if per_second > 0 => {
+                Some(Duration::from_secs(1) / per_second * self.widening())
+            }
+            _ => None,
+        }
+    }
+
+    fn budget_free_at(&self, now: Instant) -> Instant {
+        match (self.budget_at, self.budget_step()) {
+            (Some(at), Some(step)) => at.checked_sub(step * BURST).unwrap_or(now).max(now),
+            _ => now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CADENCE: Duration = Duration::from_millis(1000);
+
+    fn adaptive() -> Pacer {
+        Pacer::new(Pacing::Adaptive {
+            cadence: CADENCE,
+            per_second: 4,
+        })
+    }
+
+    #[test]
+    fn quiet_files_go_at_once_busy_ones_once_per_cadence() {
+        let p = adaptive();
+        let t0 = Instant::now();
+        assert_eq!(p.due(FilePace::Fresh, t0), t0);
+        // Shipped at t0: new bytes 100 ms later wait for the cadence...
+        let caught_up = FilePace::CaughtUp(t0);
+        assert_eq!(
+            p.due(caught_up, t0 + Duration::from_millis(100)),
+            t0 + CADENCE
+        );
+        // ...but after a quiet spell longer than it, they go at once.
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(p.due(caught_up, later), later);
+        // A backlog never waits.
+        assert_eq!(p.due(FilePace::Backlog, t0), t0);
+    }
+
+    #[test]
+    fn the_budget_bounds_paced_requests_of_all_files_together() {
+        let mut p = adaptive();
+        let t0 = Instant::now();
+        // Many fresh files: BURST + 1 go at once, then one per 250 ms.
+        let mut sent = Vec::new();
+        let mut now = t0;
+        while sent.len() < 20 {
+            let due = p.due(FilePace::Fresh, now);
+            now = now.max(due);
+            p.spend(FilePace::Fresh, now);
+            sent.push(now);
+        }
+        let in_first_second = sent
+            .iter()
+            .filter(|t| **t < t0 + Duration::from_secs(1))
+            .count();
+        assert!(
+            in_first_second <= (BURST + 4) as usize,
+            "{in_first_second} in the first second"
+        );
+        let span = *sent.last().unwrap() - sent[0];
+        assert!(
+            span >= Duration::from_millis(250) * (20 - BURST - 1),
+            "{span:?}"
+        );
+        // Backlog chunks are not paced and spend nothing.
+        let before = p.due(FilePace::Fresh, now);
+        for _ in 0..100 {
+            assert_eq!(p.due(FilePace::Backlog, now), now);
+            p.spend(FilePace::Backlog, now);
+        }
+        assert_eq!(p.due(FilePace::Fresh, now), before);
+    }
+
+    #[test]
+    fn trouble_widens_and_quick_answers_narrow_again() {
+        let mut p = adaptive();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            p.trouble();
+        }
+        assert_eq!(p.widening(), 16);
+        assert_eq!(p.due(FilePace::CaughtUp(t0), t0), t0 + CADENCE * 16);
+        p.answered(Duration::from_secs(2), 100);
+        assert_eq!(p.widening(), 16, "a slow answer does not narrow");
+        for _ in 0..QUICK_TO_NARROW * MAX_WIDEN {
+            p.answered(Duration::from_millis(3), 100);
+        }
+        assert_eq!(p.widening(), 1);
+        p.answered(Duration::from_millis(700), 256 * 1024);
+        assert_eq!(p.widening(), 1, "a big chunk may take longer");
+        p.answered(Duration::from_secs(1), 100);
+        assert_eq!(p.widening(), 2, "a slow answer widens");
+    }
+
+    #[test]
+    fn min_interval_keeps_its_fixed_meaning() {
+        let mut p = Pacer::new(Pacing::Fixed(Duration::from_millis(20)));
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            p.trouble();
+            p.spend(FilePace::Fresh, t0);
+        }
+        assert_eq!(p.widening(), 1);
+        assert_eq!(p.due(FilePace::Fresh, t0), t0);
+        assert_eq!(
+            p.due(FilePace::CaughtUp(t0), t0),
+            t0 + Duration::from_millis(20)
+        );
+    }
+}

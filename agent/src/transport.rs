@@ -1,0 +1,497 @@
+//! HTTP under the client: one POST per call, on connections the agent owns
+//! (so a shutdown signal can abort exactly them), with names resolved on the
+//! calling thread and remembered for a while.
+
+use crate::error::{Error, MAX_RESPONSE};
+use crate::sys::Ready;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, NextTimeout, Transport as UreqTransport,
+};
+
+/// Sends one XML-RPC request body to a path on the server and returns the
+/// response body. A trait so the protocol client is tested without sockets.
+pub(crate) trait Transport {
+    fn post(&mut self, path: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, Error>;
+}
+
+/// ureq's per-connection input and output buffers. ureq allocates and fills
+/// both for every connection, and Cobbler closes each one after a call: the
+/// 128 KiB defaults cost most of the agent's CPU on small appends. Answers
+/// are tiny; 8 KiB sends a chunk in ~45 writes.
+const IO_BUFFER: usize = 8 * 1024;
+
+/// How long a resolved server address is reused. An install lasts minutes,
+/// the server's address does not change during it, and every upload would
+/// otherwise read /etc/hosts and ask DNS again.
+const RESOLVED_FOR: Duration = Duration::from_secs(60);
+
+/// HTTP/1.1 POST to `http://SERVER:PORT/PATH` with ureq.
+pub(crate) struct HttpTransport {
+    /// `http://host:port`, without a path.
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl HttpTransport {
+    pub(crate) fn new(host: &str, port: u16) -> HttpTransport {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(concat!("anamon/", env!("CARGO_PKG_VERSION")))
+            .input_buffer_size(IO_BUFFER)
+            .output_buffer_size(IO_BUFFER)
+            // Cobbler's own server closes every connection; Apache in front
+            // of it keeps one alive for 5 s (KeepAliveTimeout), so one idle
+            // connection, reused only while surely still open, saves a
+            // connect per upload there without racing Apache's close.
+            .max_idle_connections(1)
+            .max_idle_connections_per_host(1)
+            .max_idle_age(Duration::from_secs(2))
+            .build();
+        let agent =
+            ureq::Agent::with_parts(config, OwnConnector::default(), CachingResolver::default());
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        HttpTransport {
+            base: format!("http://{host}:{port}"),
+            agent,
+        }
+    }
+}
+
+impl Transport for HttpTransport {
+    fn post(&mut self, path: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "text/xml")
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .send(body)
+            .map_err(transport_error)?;
+        let status = resp.status().as_u16();
+        let html = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("html"));
+        let body = resp
+            .into_body()
+            .with_config()
+            .limit(MAX_RESPONSE)
+            .read_to_vec()
+            .map_err(transport_error)?;
+        if status != 200 {
+            return Err(Error::Http {
+                status,
+                detail: page_summary(&body),
+            });
+        }
+        if html {
+            return Err(Error::NotXmlRpc(format!(
+                "an HTML page{}",
+                page_summary(&body)
+            )));
+        }
+        Ok(body)
+    }
+}
+
+fn transport_error(e: ureq::Error) -> Error {
+    use std::io::ErrorKind as K;
+    match e {
+        ureq::Error::Timeout(_) => Error::Timeout,
+        ureq::Error::BodyExceedsLimit(_) => Error::TooLarge,
+        ureq::Error::HostNotFound => Error::Connect(std::io::Error::new(
+            K::NotFound,
+            "the server's name does not resolve",
+        )),
+        ureq::Error::ConnectionFailed => Error::Connect(std::io::Error::other(e)),
+        ureq::Error::Io(io) => match io.kind() {
+            K::Interrupted => Error::Interrupted,
+            K::ConnectionRefused
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::AddrNotAvailable
+            | K::NotFound => Error::Connect(io),
+            K::TimedOut | K::WouldBlock => Error::Timeout,
+            _ => Error::Io(io),
+        },
+        other => Error::Io(std::io::Error::other(other)),
+    }
+}
+
+/// `: <title>` of an error page, or its first words, for the log line.
+fn page_summary(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    let lower = text.to_ascii_lowercase();
+    let summary = match (lower.find("<title>"), lower.find("</title>")) {
+        (Some(a), Some(b)) if b > a => text[a + 7..b].to_string(),
+        _ => text.to_string(),
+    };
+    let summary = crate::error::one_line(&summary, 80);
+    if summary.is_empty() {
+        String::new()
+    } else {
+        format!(": {summary}")
+    }
+}
+
+/// Opens connections on sockets registered with `sys` for the shutdown
+/// abort, with I/O buffers kept from one connection to the next: Cobbler
+/// closes every connection, and fresh buffers for each would be allocated,
+/// mapped, faulted in and unmapped again per upload.
+#[derive(Debug, Default)]
+struct OwnConnector {
+    spare: Arc<Mutex<Vec<IoBuffers>>>,
+}
+
+impl Connector<()> for OwnConnector {
+    type Out = OwnConnection;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        _: Option<()>,
+    ) -> Result<Option<OwnConnection>, ureq::Error> {
+        let budget = details.timeout.not_zero().map(|d| *d);
+        let start = Instant::now();
+        let mut last = None;
+        for addr in details.addrs.iter() {
+            let left = budget.map_or(Duration::from_secs(3600), |b| {
+                b.saturating_sub(start.elapsed())
+            });
+            if left.is_zero() {
+                break;
+            }
+            match crate::sys::connect(addr, left) {
+                Ok((stream, own)) => {
+                    let buffers = lock(&self.spare).pop().unwrap_or_else(|| {
+                        IoBuffers::new(
+                            details.config.input_buffer_size(),
+                            details.config.output_buffer_size(),
+                        )
+                    });
+                    return Ok(Some(OwnConnection {
+                        _own: own,
+                        stream,
+                        buffers: Some(buffers),
+                        spare: self.spare.clone(),
+                    }));
+                }
+                // A shutdown signal: no other address is worth a try.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    return Err(ureq::Error::Io(e))
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                ureq::Error::Timeout(ureq::Timeout::Connect)
+            }
+            Some(e) => ureq::Error::Io(e),
+            None => ureq::Error::Timeout(ureq::Timeout::Connect),
+        })
+    }
+}
+
+/// The lock is never contended (one thread uses the client), so it costs
+/// no system call; a poisoned one still holds usable buffers.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connection on a non-blocking socket of the agent's own, waited on
+/// with poll(2): no socket timeouts to set per step, and a shutdown
+/// signal's abort ends any wait. The registration is dropped
+/// (deregistered) before the socket closes: fields drop in order.
+#[derive(Debug)]
+struct OwnConnection {
+    _own: crate::sys::OwnSocket,
+    stream: TcpStream,
+    /// Always `Some` until dropped, when they go back for the next one.
+    buffers: Option<IoBuffers>,
+    spare: Arc<Mutex<Vec<IoBuffers>>>,
+}
+
+impl Drop for OwnConnection {
+    fn drop(&mut self) {
+        if let Some(mut b) = self.buffers.take() {
+            b.clear();
+            lock(&self.spare).push(b);
+        }
+    }
+}
+
+impl OwnConnection {
+    fn bufs(&mut self) -> &mut IoBuffers {
+        self.buffers.as_mut().expect("buffers until dropped")
+    }
+
+    /// Waits for the socket within this step's time; ureq's timeout error
+    /// when it passes.
+    fn wait(
+        &self,
+        ready: Ready,
+        timeout: NextTimeout,
+        deadline: Instant,
+    ) -> Result<(), ureq::Error> {
+        use std::os::fd::AsRawFd;
+        match crate::sys::wait_ready(self.stream.as_raw_fd(), ready, deadline) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ureq::Error::Timeout(timeout.reason)),
+            Err(e) => Err(ureq::Error::Io(e)),
+        }
+    }
+}
+
+/// When an I/O step must be done by; an expired one is ureq's timeout.
+fn step_deadline(timeout: NextTimeout) -> Result<Instant, ureq::Error> {
+    if timeout.after.is_zero() {
+        return Err(ureq::Error::Timeout(timeout.reason));
+    }
+    let step = timeout.not_zero().map_or(Duration::from_secs(3600), |d| *d);
+    Ok(Instant::now() + step)
+}
+
+impl UreqTransport for OwnConnection {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.bufs()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let timeout = timeout.for_write();
+        let deadline = step_deadline(timeout)?;
+        let mut sent = 0;
+        while sent < amount {
+            let b = self.buffers.as_ref().expect("buffers until dropped");
+            match (&self.stream).write(&b.output[sent..amount]) {
+                Ok(0) => return Err(ureq::Error::Io(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.wait(Ready::Write, timeout, deadline)?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ureq::Error::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        let timeout = timeout.for_read();
+        let deadline = step_deadline(timeout)?;
+        loop {
+            let stream = &self.stream;
+            let b = self.buffers.as_mut().expect("buffers until dropped");
+            match (&*stream).read(b.append_buf()) {
+                Ok(n) => {
+                    b.filled += n;
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.wait(Ready::Read, timeout, deadline)?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ureq::Error::Io(e)),
+            }
+        }
+    }
+
+    fn is_open(&mut self) -> bool {
+        // A kept-alive connection is reusable while nothing is waiting on
+        // it and the server has not closed it: a read would block.
+        let mut probe = [0u8; 1];
+        matches!((&self.stream).read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// ureq's input and output buffers, as its `LazyBuffers` keeps them, but
+/// ours to reuse: input bytes `consumed..filled` are unread.
+#[derive(Debug)]
+struct IoBuffers {
+    input: Vec<u8>,
+    consumed: usize,
+    filled: usize,
+    output: Vec<u8>,
+    /// The last consume took something (ureq's `can_use_input`).
+    progress: bool,
+}
+
+/// What ureq's body decoder needs free in the input buffer.
+const MIN_TMP: usize = 10 * 1024;
+
+impl IoBuffers {
+    fn new(input: usize, output: usize) -> IoBuffers {
+        IoBuffers {
+            input: vec![0; input.max(MIN_TMP)],
+            consumed: 0,
+            filled: 0,
+            output: vec![0; output],
+            progress: false,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.consumed = 0;
+        self.filled = 0;
+        self.progress = false;
+    }
+
+    /// Free space after the unread input, at least `MIN_TMP`: unread bytes
+    /// move to the front, and the buffer grows only if that is not enough.
+    fn append_buf(&mut self) -> &mut [u8] {
+        if self.consumed > 0 {
+            self.input.copy_within(self.consumed..self.filled, 0);
+            self.filled -= self.consumed;
+            self.consumed = 0;
+        }
+        if self.input.len() - self.filled < MIN_TMP {
+            self.input.resize(self.filled + MIN_TMP, 0);
+        }
+        &mut self.input[self.filled..]
+    }
+}
+
+impl Buffers for IoBuffers {
+    fn output(&mut self) -> &mut [u8] {
+        &mut self.output
+    }
+
+    fn input(&self) -> &[u8] {
+        &self.input[self.consumed..self.filled]
+    }
+
+    fn input_append_buf(&mut self) -> &mut [u8] {
+        self.append_buf()
+    }
+
+    fn input_appended(&mut self, amount: usize) {
+        self.filled += amount;
+    }
+
+    fn input_consume(&mut self, amount: usize) {
+        self.progress = amount > 0;
+        self.consumed += amount;
+        if self.consumed == self.filled {
+            self.consumed = 0;
+            self.filled = 0;
+        }
+    }
+
+    fn tmp_and_output(&mut self) -> (&mut [u8], &mut [u8]) {
+        self.append_buf();
+        (&mut self.input[self.filled..], &mut self.output)
+    }
+
+    fn can_use_input(&self) -> bool {
+        self.consumed < self.filled && self.progress
+    }
+}
+
+/// Resolves on the calling thread. ureq's default resolver does it on a
+/// helper thread whenever a timeout is set, and waits for it on a futex:
+/// before Linux 2.6.22 that wait has no working syscall and busy-spins, and
+/// every thread is one more thing for an old kernel to get wrong. The lock
+/// is never contended (one thread), so it costs no system call.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    last: Mutex<Option<Resolved>>,
+}
+
+#[derive(Debug)]
+struct Resolved {
+    host: String,
+    port: u16,
+    at: Instant,
+    addrs: Vec<SocketAddr>,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _: &ureq::config::Config,
+        _: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(80);
+        let mut last = lock(&self.last);
+        let fresh = last
+            .as_ref()
+            .is_some_and(|r| r.host == host && r.port == port && r.at.elapsed() < RESOLVED_FOR);
+        if !fresh {
+            // ureq keeps at most 16 addresses.
+            let found: Vec<SocketAddr> = (host, port).to_socket_addrs()?.take(16).collect();
+            if found.is_empty() {
+                return Err(ureq::Error::HostNotFound);
+            }
+            *last = Some(Resolved {
+                host: host.to_string(),
+                port,
+                at: Instant::now(),
+                addrs: found,
+            });
+        }
+        let mut addrs = self.empty();
+        for a in last.iter().flat_map(|r| &r.addrs) {
+            addrs.push(*a);
+        }
+        Ok(addrs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_buffers_keep_unread_input_and_room_to_read() {
+        let mut b = IoBuffers::new(16, 8);
+        let room = b.input_append_buf();
+        assert!(room.len() >= MIN_TMP);
+        room[..5].copy_from_slice(b"hello");
+        b.input_appended(5);
+        assert_eq!(b.input(), b"hello");
+        assert!(!b.can_use_input(), "nothing consumed yet");
+        b.input_consume(2);
+        assert!(b.can_use_input());
+        assert_eq!(b.input(), b"llo");
+        // More input goes after the unread bytes, which move to the front.
+        let room = b.input_append_buf();
+        room[..3].copy_from_slice(b" yo");
+        b.input_appended(3);
+        assert_eq!(b.input(), b"llo yo");
+        let (tmp, out) = b.tmp_and_output();
+        assert!(tmp.len() >= MIN_TMP && out.len() == 8);
+        b.input_consume(6);
+        assert_eq!(b.input(), b"");
+        // Back in the spare pile, they start empty.
+        b.input_appended(0);
+        b.clear();
+        assert_eq!(b.input(), b"");
+        assert!(!b.can_use_input());
+    }
+
+    #[test]
+    fn page_summary_prefers_the_title() {
+        assert_eq!(
+            page_summary(b"<html><head><title>502 Bad\n Gateway</title></head>"),
+            ": 502 Bad Gateway"
+        );
+        assert_eq!(page_summary(b""), "");
+    }
+}

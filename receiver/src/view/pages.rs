@@ -1,0 +1,397 @@
+//! The HTML pages and the JSON documents of the view, from the index's
+//! [`SystemView`]s. Every piece of text from the log directory (names, log
+//! lines) goes through [`text`] first; names were checked by the upload
+//! rules already, and are escaped anyway.
+
+use super::index::SystemView;
+use super::state::{Reason, State};
+use super::text;
+use crate::rpc::json_str;
+use std::fmt::Write;
+
+/// Rows shown on the systems page (and systems in the JSON list); the rest
+/// are counted.
+pub const MAX_ROWS: usize = 1000;
+
+/// A whole page: `live` is the part the page's script fetches again (with
+/// `?part=live`) every two seconds.
+pub fn page(title: &str, kind: &str, attrs: &[(&str, &str)], head: &str, live: &str) -> String {
+    let mut data = String::new();
+    for (k, v) in attrs {
+        let _ = write!(data, " data-{k}=\"{}\"", text::html(v.as_bytes()));
+    }
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · anamon</title><link rel=\"stylesheet\" href=\"/static/view.css\">\
+         <script src=\"/static/view.js\" defer></script></head>\n\
+         <body data-page=\"{kind}\"{data}>\n{head}\n<div id=\"live\">{live}</div>\n</body></html>\n",
+        text::html(title.as_bytes())
+    )
+}
+
+/// The systems page's heading, with the state filter links.
+pub fn systems_head(filter: Option<State>) -> String {
+    let mut s = String::from("<header><h1><a href=\"/\">anamon</a> · installs</h1><nav>");
+    let link = |s: &mut String, href: &str, label: &str, on: bool| {
+        let _ = write!(
+            s,
+            "<a href=\"{href}\"{}>{label}</a> ",
+            if on { " class=\"on\"" } else { "" }
+        );
+    };
+    link(&mut s, "/", "all", filter.is_none());
+    for st in State::ALL {
+        link(
+            &mut s,
+            &format!("/?state={}", st.name()),
+            st.name(),
+            filter == Some(st),
+        );
+    }
+    s.push_str("</nav></header>");
+    s
+}
+
+/// The systems page's live part: counts by state and one row per system.
+pub fn systems_live(all: &[SystemView], filter: Option<State>, now: i64, omitted: usize) -> String {
+    let mut s = String::from("<p id=\"summary\">");
+    let _ = write!(s, "{} systems:", all.len() + omitted);
+    for st in State::ALL {
+        let n = all.iter().filter(|v| v.state == st).count();
+        let _ = write!(s, " <span class=\"state {0}\">{n} {0}</span>", st.name());
+    }
+    let unscanned: u64 = all.iter().map(|v| v.unscanned).sum();
+    if unscanned > 0 {
+        let _ = write!(s, " · {} not checked yet", bytes(unscanned));
+    }
+    if omitted > 0 {
+        let _ = write!(s, " · {omitted} older systems not shown");
+    }
+    s.push_str(
+        "</p>\n<table id=\"systems\"><thead><tr><th>system</th><th>state</th>\
+                <th class=\"n\">files</th><th class=\"n\">bytes</th><th>last upload (UTC)</th>\
+                <th class=\"n\">age</th></tr></thead><tbody>\n",
+    );
+    let shown = sorted(all, filter);
+    for v in shown.iter().take(MAX_ROWS) {
+        let name = text::html(v.name.as_bytes());
+        let _ =
+            writeln!(
+            s,
+            "<tr class=\"{st}\" data-system=\"{name}\"><td><a href=\"/s/{name}\">{name}</a></td>\
+             <td><span class=\"state {st}\">{st}</span>{why}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
+            v.files.len(),
+            bytes(v.bytes),
+            utc(v.last_upload),
+            ago(now.saturating_sub(v.last_upload)),
+            st = v.state.name(),
+            why = v.reasons.first().map(|r| reason_html(&v.name, v.state, r)).unwrap_or_default(),
+        );
+    }
+    s.push_str("</tbody></table>\n");
+    if shown.len() > MAX_ROWS {
+        let _ = write!(
+            s,
+            "<p>{} more not shown: pick a state above.</p>",
+            shown.len() - MAX_ROWS
+        );
+    }
+    s
+}
+
+/// The systems `filter` keeps, failed first, then installing, idle,
+/// finished; newest upload first within each.
+fn sorted(all: &[SystemView], filter: Option<State>) -> Vec<&SystemView> {
+    let mut v: Vec<&SystemView> = all
+        .iter()
+        .filter(|v| filter.is_none_or(|f| v.state == f))
+        .collect();
+    v.sort_unstable_by(|a, b| {
+        (a.state, b.last_upload, &a.name).cmp(&(b.state, a.last_upload, &b.name))
+    });
+    v
+}
+
+/// Why, with a link to the line: `<div class="why">file:line why: text</div>`.
+fn reason_html(system: &str, state: State, r: &Reason) -> String {
+    let st = state.name();
+    let (sys, file) = (text::html(system.as_bytes()), text::html(r.file.as_bytes()));
+    match &r.found {
+        Some(f) => format!(
+                        "<div class=\"why {st}\"><a href=\"/s/{sys}/{file}?at={}&amp;line={}#match\">{file}:{}</a> {}: \
+             <code>{}</code></div>",
+            f.offset,
+            f.line,
+            f.line,
+            r.why,
+            text::html(&f.text)
+        ),
+        None => format!(
+            "<div class=\"why {st}\"><a href=\"/s/{sys}/{file}\">{file}</a> {}</div>",
+            r.why
+        ),
+    }
+}
+
+pub fn system_head(v: &SystemView) -> String {
+    let name = text::html(v.name.as_bytes());
+    format!("<header><h1><a href=\"/\">anamon</a> · {name}</h1></header>")
+}
+
+/// One system's live part: its state and why, and its files.
+pub fn system_live(v: &SystemView, now: i64) -> String {
+    let name = text::html(v.name.as_bytes());
+    let mut s = format!(
+        "<p id=\"summary\"><span class=\"state {0}\">{0}</span> · {1} files, {2} · last upload {3} UTC ({4} ago)",
+        v.state.name(),
+        v.files.len(),
+        bytes(v.bytes),
+        utc(v.last_upload),
+        ago(now.saturating_sub(v.last_upload))
+    );
+    if v.unscanned > 0 {
+        let _ = write!(s, " · {} not checked yet", bytes(v.unscanned));
+    }
+    s.push_str("</p>\n");
+    for r in &v.reasons {
+        s.push_str(&reason_html(&v.name, v.state, r));
+    }
+    s.push_str(
+        "<table id=\"files\"><thead><tr><th>file</th><th class=\"n\">bytes</th>\
+         <th>last change (UTC)</th><th class=\"n\">age</th><th></th></tr></thead><tbody>\n",
+    );
+    for f in &v.files {
+        let file = text::html(f.name.as_bytes());
+        let _ = writeln!(
+            s,
+            "<tr><td><a href=\"/s/{name}/{file}\">{file}</a></td><td class=\"n\">{}</td><td>{}</td>\
+             <td class=\"n\">{}</td><td><a href=\"/raw/{name}/{file}\">download</a></td></tr>",
+            bytes(f.size),
+            utc(f.mtime),
+            ago(now.saturating_sub(f.mtime))
+        );
+    }
+    s.push_str("</tbody></table>\n");
+    if v.omitted_files > 0 {
+        let _ = write!(s, "<p>{} more files not shown.</p>", v.omitted_files);
+    }
+    s
+}
+
+/// A file page: a stretch of the file, `start..start+shown.len()` of
+/// `size` bytes. With `mark` (an offset in the stretch), that line is
+/// highlighted; without, the page follows the file as it grows.
+pub fn file_page(
+    system: &str,
+    file: &str,
+    size: u64,
+    start: u64,
+    shown: &[u8],
+    mark: Option<(usize, u64)>,
+) -> String {
+    let (sys, f) = (text::html(system.as_bytes()), text::html(file.as_bytes()));
+    let end = start + shown.len() as u64;
+    let head = format!(
+        "<header><h1><a href=\"/\">anamon</a> · <a href=\"/s/{sys}\">{sys}</a> · {f}</h1>\
+         <p>{} · showing bytes {start}–{end} · <a href=\"/raw/{sys}/{f}\">download</a>{} \
+         <span id=\"follow\"></span></p></header>",
+        bytes(size),
+        if mark.is_some() {
+            format!(" · <a href=\"/s/{sys}/{f}\">follow the end</a>")
+        } else {
+            String::new()
+        },
+    );
+    let mut pre = String::from("<pre id=\"text\">");
+    match mark {
+        Some((at, line)) => {
+            let at = at.min(shown.len());
+            let line_end = shown[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(shown.len(), |n| at + n);
+            text::push(&mut pre, &shown[..at], true);
+            let _ = write!(pre, "<mark id=\"match\" title=\"line {line}\">");
+            text::push(&mut pre, &shown[at..line_end], true);
+            pre.push_str("</mark>");
+            text::push(&mut pre, &shown[line_end..], true);
+        }
+        None => text::push(&mut pre, shown, true),
+    }
+    pre.push_str("</pre>");
+    let follow = format!("/follow/{system}/{file}");
+    let offset = end.to_string();
+    let attrs: &[(&str, &str)] = if mark.is_some() {
+        &[]
+    } else {
+        &[("follow", &follow), ("offset", &offset)]
+    };
+    page(&format!("{system} {file}"), "file", attrs, &head, &pre)
+}
+
+pub fn error_page(status: u16, why: &str) -> String {
+    page(
+        &format!("{status}"),
+        "error",
+        &[],
+        &format!(
+            "<header><h1><a href=\"/\">anamon</a> · {status}</h1></header><p>{}</p>",
+            text::html(why.as_bytes())
+        ),
+        "",
+    )
+}
+
+/// `/api/systems`: the systems page as JSON.
+pub fn systems_json(all: &[SystemView], filter: Option<State>, now: i64, omitted: usize) -> String {
+    let shown = sorted(all, filter);
+    let mut s = format!(
+        "{{\"now\": {now}, \"omitted\": {}, \"systems\": [",
+        omitted + shown.len().saturating_sub(MAX_ROWS)
+    );
+    for (i, v) in shown.iter().take(MAX_ROWS).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str("\n  ");
+        system_json(&mut s, v, now, false);
+    }
+    s.push_str("\n]}\n");
+    s
+}
+
+/// One system as a JSON object; with `files`, each file too.
+pub fn system_json(s: &mut String, v: &SystemView, now: i64, files: bool) {
+    let _ = write!(
+        s,
+        "{{\"name\": {}, \"state\": \"{}\", \"files\": {}, \"bytes\": {}, \"last_upload\": {}, \
+         \"last_upload_utc\": \"{}\", \"age_s\": {}, \"unscanned_bytes\": {}, \"reasons\": [",
+        json_str(&v.name),
+        v.state.name(),
+        v.files.len(),
+        v.bytes,
+        v.last_upload,
+        utc(v.last_upload),
+        now.saturating_sub(v.last_upload),
+        v.unscanned
+    );
+    for (i, r) in v.reasons.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let _ = write!(
+            s,
+            "{{\"file\": {}, \"why\": {}",
+            json_str(&r.file),
+            json_str(r.why)
+        );
+        if let Some(f) = &r.found {
+            let _ = write!(
+                s,
+                ", \"line\": {}, \"offset\": {}, \"text\": {}",
+                f.line,
+                f.offset,
+                json_str(&text::plain(&f.text))
+            );
+        }
+        s.push('}');
+    }
+    s.push(']');
+    if files {
+        s.push_str(", \"file_list\": [");
+        for (i, f) in v.files.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            let _ = write!(
+                s,
+                "{{\"name\": {}, \"bytes\": {}, \"modified\": {}, \"modified_utc\": \"{}\"}}",
+                json_str(&f.name),
+                f.size,
+                f.mtime,
+                utc(f.mtime)
+            );
+        }
+        s.push(']');
+    }
+    s.push('}');
+}
+
+/// `1.5 MiB`.
+pub fn bytes(n: u64) -> String {
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    for unit in ["KiB", "MiB", "GiB", "TiB"] {
+        v /= 1024.0;
+        if v < 1024.0 || unit == "TiB" {
+            return format!("{v:.1} {unit}");
+        }
+    }
+    unreachable!()
+}
+
+/// `5 s`, `3 min`, `2 h`, `4 d`.
+pub fn ago(secs: i64) -> String {
+    match secs.max(0) {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` for seconds since the epoch, UTC (the civil
+/// calendar from days, as in Howard Hinnant's `civil_from_days`).
+pub fn utc(t: i64) -> String {
+    // Years 0 to 9999: a planted file may carry any time at all.
+    let t = t.clamp(-62_167_219_200, 253_402_300_799);
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_sizes_ages() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_767_225_599), "2025-12-31 23:59:59");
+        assert_eq!(utc(4_107_542_400), "2100-03-01 00:00:00");
+        assert_eq!(utc(i64::MIN), "0000-01-01 00:00:00");
+        assert_eq!(utc(i64::MAX), "9999-12-31 23:59:59");
+        assert_eq!(ago(i64::MIN), "0 s");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(256 << 20), "256.0 MiB");
+        assert_eq!(
+            (ago(-3), ago(119), ago(120), ago(7200), ago(200_000)),
+            (
+                "0 s".into(),
+                "119 s".into(),
+                "2 min".into(),
+                "2 h".into(),
+                "2 d".into()
+            )
+        );
+    }
+}
