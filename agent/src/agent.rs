@@ -4,15 +4,17 @@
 
 use crate::cli::{Config, Detach, Mode};
 use crate::client::Client;
-use crate::events::{self, EventSource};
+use crate::events::{self, EventSource, Muter};
 use crate::journal::{self, Journal};
 use crate::pacing::{Pacer, Pacing};
 use crate::shipper::{Pass, Round, Shipper};
 use crate::sys;
-use crate::transport::HttpTransport;
+use crate::transport::{HttpTransport, Transport};
 use crate::watched::WatchedFile;
 use crate::watchlist::WatchList;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 /// How long SIGTERM may take: RHEL 4/5's loader sends SIGKILL 2 s after it,
@@ -31,7 +33,6 @@ pub(crate) fn run(cfg: Config) -> u8 {
         info!("cannot start: {e}");
         return 1;
     }
-    sys::close_inherited_descriptors();
     // From here every way out of this function removes the pid file.
     let _pidfile = match cfg.pidfile.as_deref().map(PidFile::create).transpose() {
         Ok(p) => p,
@@ -111,12 +112,15 @@ pub(crate) fn run(cfg: Config) -> u8 {
         Mode::Once { .. } => Pacing::Fixed(Duration::ZERO),
     };
     let shipper = Shipper::new(client, cfg.name, files, cfg.timeout, Pacer::new(pacing));
-    let mut agent = Agent {
+    let core = Core {
         shipper,
-        events,
         watch,
+        mute: events.muter(),
         names_changed: true,
+        retry_at: None,
+        due_at: None,
     };
+    let mut agent = Agent::new(core, events);
     let status = match cfg.mode {
         Mode::Daemon(_) => agent.ship_forever(),
         Mode::Once { limit } => agent.ship_once(limit),
@@ -180,17 +184,24 @@ impl Drop for PidFile {
     }
 }
 
-/// What the agent watches, how it hears of changes, and the shipper that
-/// delivers.
-struct Agent<T> {
+/// Everything a pass needs, behind one lock. The daemon's passes run on the
+/// main thread (timers, new files, signals) and, for data written to a
+/// watched file, on notify's thread, where the event arrived: one wake-up
+/// per event instead of two (notify's thread, then the main loop's).
+struct Core<T> {
     shipper: Shipper<T>,
-    events: EventSource,
     watch: WatchList,
+    mute: Muter,
     /// Names may have changed since globs were last matched.
     names_changed: bool,
+    /// While the server fails, its next try: until then file events start
+    /// no passes, only the backoff does.
+    retry_at: Option<Instant>,
+    /// When a pass is next due: a file's pace, a hold, a repair, a retry.
+    due_at: Option<Instant>,
 }
 
-impl<T: crate::transport::Transport> Agent<T> {
+impl<T: Transport> Core<T> {
     /// Adds files that globs now match, then ships what is due.
     fn pass(&mut self, round: Round) -> Pass {
         if std::mem::take(&mut self.names_changed) {
@@ -204,41 +215,100 @@ impl<T: crate::transport::Transport> Agent<T> {
             }
         }
         let pass = self.shipper.pass(round);
-        self.events.mute(self.shipper.waiting());
+        self.mute.set(self.shipper.waiting());
         pass
+    }
+
+    /// The daemon's pass, unless the server is failing and its next try is
+    /// not yet due; then when the daemon must look again.
+    fn daemon_pass(&mut self) -> Option<Instant> {
+        if self.retry_at.is_none_or(|t| Instant::now() >= t) {
+            (self.retry_at, self.due_at) = match self.pass(Round::Daemon) {
+                Pass::Failed { retry_at } => (Some(retry_at), Some(retry_at)),
+                Pass::Waiting { until } => (None, Some(until)),
+                Pass::Done | Pass::HeldBack | Pass::Interrupted => (None, None),
+            };
+        }
+        self.due_at
+    }
+}
+
+fn lock<C>(core: &Mutex<C>) -> MutexGuard<'_, C> {
+    core.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The running agent: its passes' state and how it hears of changes.
+struct Agent<T> {
+    core: Arc<Mutex<Core<T>>>,
+    events: EventSource,
+}
+
+/// When the main loop sleeps until, for notify's thread to compare with:
+/// nanoseconds after `epoch`, `u64::MAX` for "until woken".
+struct Sleep {
+    epoch: Instant,
+    until: AtomicU64,
+}
+
+impl Sleep {
+    fn encode(&self, t: Option<Instant>) -> u64 {
+        t.map_or(u64::MAX, |t| {
+            u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        })
+    }
+}
+
+impl<T: Transport + Send + 'static> Agent<T> {
+    fn new(core: Core<T>, events: EventSource) -> Agent<T> {
+        Agent {
+            core: Arc::new(Mutex::new(core)),
+            events,
+        }
     }
 
     fn wait(&mut self, until: Option<Instant>) {
         let timeout = until.map(|t| t.saturating_duration_since(Instant::now()));
-        self.names_changed |= self.events.wait(timeout);
+        if self.events.wait(timeout) {
+            lock(&self.core).names_changed = true;
+        }
     }
 
     /// The daemon: ship whenever something is due; on a shutdown signal
     /// ship what is pending within [`SHUTDOWN_GRACE`] and exit 0.
     fn ship_forever(&mut self) -> u8 {
-        // While the server fails, file events do not start passes: only
-        // the backoff does. Files that wait (their pace, a hold) only set a
-        // time to look again; events keep shipping the others.
-        let mut retry_at: Option<Instant> = None;
-        let mut wake_at: Option<Instant> = None;
+        let sleep = Arc::new(Sleep {
+            epoch: Instant::now(),
+            until: AtomicU64::new(u64::MAX),
+        });
+        let (core, planned) = (self.core.clone(), sleep.clone());
+        self.events.ship_data_events_with(Arc::new(move || {
+            if sys::shutdown_requested() {
+                return false;
+            }
+            // The main loop is in a pass: it looks again after it.
+            let mut core = match core.try_lock() {
+                Ok(c) => c,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => return false,
+            };
+            let next = core.daemon_pass();
+            // Wake the main loop only if something is due before it would
+            // look again anyway.
+            planned.encode(next) >= planned.until.load(Ordering::SeqCst)
+        }));
         loop {
             if sys::shutdown_requested() {
                 return self.flush_and_exit();
             }
-            if retry_at.is_none_or(|t| Instant::now() >= t) {
-                (retry_at, wake_at) = match self.pass(Round::Daemon) {
-                    Pass::Failed { retry_at } => (Some(retry_at), Some(retry_at)),
-                    Pass::Waiting { until } => (None, Some(until)),
-                    Pass::Done | Pass::HeldBack | Pass::Interrupted => (None, None),
-                };
-            }
-            // Quiet files let go of their descriptors even while nothing
-            // else happens (an installer may be about to unmount).
-            let release = self.shipper.release_quiet(Instant::now());
-            self.wait(match (wake_at, release) {
-                (Some(w), Some(r)) => Some(w.min(r)),
-                (w, r) => w.or(r),
-            });
+            let next = {
+                let mut core = lock(&self.core);
+                let next = core.daemon_pass();
+                // Published under the lock, so a pass on notify's thread
+                // compares with the plan in force.
+                sleep.until.store(sleep.encode(next), Ordering::SeqCst);
+                next
+            };
+            self.wait(next);
         }
     }
 
@@ -247,8 +317,9 @@ impl<T: crate::transport::Transport> Agent<T> {
     fn flush_and_exit(&mut self) -> u8 {
         sys::begin_final_flush();
         let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut core = lock(&self.core);
         loop {
-            match self.pass(Round::Flush { deadline }) {
+            match core.pass(Round::Flush { deadline }) {
                 Pass::Done => {
                     info!("shutting down: everything shipped");
                     return 0;
@@ -280,16 +351,15 @@ impl<T: crate::transport::Transport> Agent<T> {
             if sys::shutdown_requested() {
                 return self.flush_and_exit();
             }
-            match self.pass(Round::Once { deadline }) {
-                Pass::Done if self.shipper.unshippable() == 0 => {
-                    info!("all files shipped");
-                    return 0;
-                }
+            let pass = lock(&self.core).pass(Round::Once { deadline });
+            match pass {
                 Pass::Done => {
-                    info!(
-                        "{} file(s) could not be shipped; exiting with status 1",
-                        self.shipper.unshippable()
-                    );
+                    let unshippable = lock(&self.core).shipper.unshippable();
+                    if unshippable == 0 {
+                        info!("all files shipped");
+                        return 0;
+                    }
+                    info!("{unshippable} file(s) could not be shipped; exiting with status 1");
                     return 1;
                 }
                 Pass::Failed { retry_at } | Pass::Waiting { until: retry_at }

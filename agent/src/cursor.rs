@@ -265,6 +265,7 @@ impl Cursor {
     }
 
     /// Whether a descriptor is kept open.
+    #[cfg(test)]
     pub(crate) fn holds_open(&self) -> bool {
         self.handle.is_some()
     }

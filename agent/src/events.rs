@@ -28,7 +28,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// How often the poll fallback looks.
@@ -55,8 +55,8 @@ struct Inotify {
     watched: BTreeSet<PathBuf>,
     /// Which events matter, shared with notify's thread.
     interest: Arc<Mutex<Interest>>,
-    /// What `interest.muted` holds, as the main loop last set it.
-    muted: HashSet<PathBuf>,
+    /// What ships data events on notify's thread, once set.
+    inline: Arc<OnceLock<DataEvents>>,
     /// Set by notify's thread on any event other than written data (a
     /// creation, removal, rename, overflow): watches may need placing.
     layout_changed: Arc<AtomicBool>,
@@ -156,18 +156,51 @@ impl EventSource {
 }
 
 impl EventSource {
+    /// From now on, a write of data to a watched file runs `ship` on
+    /// notify's thread, where the event arrived, instead of waking the main
+    /// loop: one wake-up per event instead of two. `ship` returns whether
+    /// it dealt with the event; when it did not (the main loop is in a pass,
+    /// or must look again), the main loop is woken as before.
+    pub(crate) fn ship_data_events_with(&self, ship: DataEvents) {
+        if let Some(ino) = &self.inotify {
+            let _ = ino.inline.set(ship);
+        }
+    }
+
+    /// The mute set, for whoever runs passes.
+    pub(crate) fn muter(&self) -> Muter {
+        Muter {
+            interest: self.inotify.as_ref().map(|ino| ino.interest.clone()),
+            last: HashSet::new(),
+        }
+    }
+}
+
+/// What handles a data event on notify's thread (see
+/// [`EventSource::ship_data_events_with`]).
+pub(crate) type DataEvents = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Sets which files' data writes wake nothing.
+pub(crate) struct Muter {
+    interest: Option<Arc<Mutex<Interest>>>,
+    /// What `interest.muted` holds, as last set.
+    last: HashSet<PathBuf>,
+}
+
+impl Muter {
     /// Writes of data to `paths` wake nothing from now on (until the next
     /// call): their bytes already have a time to go. Creations, removals
     /// and renames still wake.
-    pub(crate) fn mute<'a>(&mut self, paths: impl Iterator<Item = &'a Path>) {
-        let Some(ino) = &mut self.inotify else { return };
+    pub(crate) fn set<'a>(&mut self, paths: impl Iterator<Item = &'a Path>) {
+        let Some(interest) = &self.interest else {
+            return;
+        };
         let muted: HashSet<PathBuf> = paths.map(Path::to_path_buf).collect();
-        // The main loop's own copy, so an unchanged set (the usual case)
-        // takes no lock that notify's thread may be holding.
-        if ino.muted != muted {
-            let mut interest = ino.interest.lock().unwrap_or_else(|e| e.into_inner());
-            interest.muted.clone_from(&muted);
-            ino.muted = muted;
+        // Our own copy, so an unchanged set (the usual case) takes no lock.
+        if self.last != muted {
+            let mut shared = interest.lock().unwrap_or_else(|e| e.into_inner());
+            shared.muted.clone_from(&muted);
+            self.last = muted;
         }
     }
 }
@@ -200,6 +233,8 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
     let layout = layout_changed.clone();
     let globs = targets.globs.to_vec();
     let waker = pipe.waker();
+    let inline: Arc<OnceLock<DataEvents>> = Arc::new(OnceLock::new());
+    let ship = inline.clone();
     let handler = move |res: notify::Result<notify::Event>| {
         let ev = match &res {
             Ok(ev) => ev,
@@ -237,12 +272,17 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
             ev.need_rescan() || ev.paths.iter().any(matters)
         };
         drop(interest);
-        if relevant {
-            if !data_only {
-                layout.store(true, Ordering::SeqCst);
-            }
-            waker.wake();
+        if !relevant {
+            return;
         }
+        if data_only {
+            if ship.get().is_some_and(|ship| ship()) {
+                return;
+            }
+        } else {
+            layout.store(true, Ordering::SeqCst);
+        }
+        waker.wake();
     };
     let watcher = notify::INotifyWatcher::new(handler, notify::Config::default())
         .map_err(|e| format!("inotify is unavailable ({e})"))?;
@@ -253,7 +293,7 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
         dirs,
         watched: BTreeSet::new(),
         interest,
-        muted: HashSet::new(),
+        inline,
         layout_changed,
         mounts,
     };

@@ -41,6 +41,11 @@ mod watchlist;
 /// Runs the command line `args` (without the program name); returns the
 /// exit status: 0, 1 for a failed run, 2 for a bad command line.
 pub fn main(args: &[String]) -> u8 {
+    // First, before anything of the agent's own is open: std keeps
+    // descriptors of its own (on kernels before 3.17, /dev/urandom for the
+    // first HashMap), and closing one of those later hands its number to
+    // the next open, where std would then read "random" bytes from a pipe.
+    sys::close_inherited_descriptors();
     match cli::parse(args) {
         Ok(cli::Command::Print(text)) => {
             print!("{text}");

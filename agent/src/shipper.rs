@@ -17,8 +17,11 @@ pub(crate) const CHUNK: usize = 256 * 1024;
 
 /// How long after its last upload a quiet file keeps its descriptor open
 /// (see `cursor::Handle`): longer than the pace, so a busy log is opened
-/// once, and short, so an unmount at the end of an install finds nothing of
-/// the agent's open.
+/// once, not once per upload. It is let go at the first pass after that,
+/// whatever starts it: no timer wakes the agent for it, so an idle agent
+/// does not wake at all. An installer writes its own logs (in /tmp) as it
+/// tears storage down, so that pass comes before `/mnt/sysimage` is
+/// unmounted.
 const KEEP_OPEN: Duration = Duration::from_secs(3);
 
 /// What kind of pass: how long it may take, whether it is paced, what a
@@ -207,9 +210,7 @@ impl<T: Transport> Shipper<T> {
     }
 
     /// A file with nothing to do lets go of its descriptor once it has been
-    /// quiet for [`KEEP_OPEN`] (the daemon wakes for that: [`next_release`]).
-    ///
-    /// [`next_release`]: Shipper::next_release
+    /// quiet for [`KEEP_OPEN`].
     fn quiet(&mut self, i: usize, round: Round, now: Instant) -> Step {
         let f = &mut self.files[i];
         let keep = matches!(f.pace, FilePace::CaughtUp(at) if round == Round::Daemon && now < at + KEEP_OPEN);
@@ -217,30 +218,6 @@ impl<T: Transport> Shipper<T> {
             f.cursor.release();
         }
         Step::Idle
-    }
-
-    /// Lets quiet files whose time has come go of their descriptors, and
-    /// says when the next one is due. Passes do it too; this is for the
-    /// times when no pass runs (the server failing, nothing written).
-    pub(crate) fn release_quiet(&mut self, now: Instant) -> Option<Instant> {
-        for f in &mut self.files {
-            if matches!(f.pace, FilePace::CaughtUp(at) if now >= at + KEEP_OPEN) {
-                f.cursor.release();
-            }
-        }
-        self.next_release()
-    }
-
-    /// When the next quiet file is due to let go of its descriptor.
-    fn next_release(&self) -> Option<Instant> {
-        self.files
-            .iter()
-            .filter(|f| f.cursor.holds_open())
-            .filter_map(|f| match f.pace {
-                FilePace::CaughtUp(at) => Some(at + KEEP_OPEN),
-                _ => None,
-            })
-            .min()
     }
 
     /// `Some` when a fault holds the file back now.
@@ -646,13 +623,13 @@ mod tests {
         // Shipped, and kept open for the next append...
         assert_eq!(s.pass(Round::Daemon), Pass::Done);
         assert!(s.files[0].cursor.holds_open());
-        let until = s.release_quiet(Instant::now()).expect("a time to let go");
-        assert!(until <= Instant::now() + KEEP_OPEN);
-        // ...until it has been quiet that long.
-        sleep_until(until);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(s.pass(Round::Daemon), Pass::Done);
+        assert!(s.files[0].cursor.holds_open());
+        // ...until a pass finds it quiet for that long.
+        std::thread::sleep(KEEP_OPEN);
         assert_eq!(s.pass(Round::Daemon), Pass::Done);
         assert!(!s.files[0].cursor.holds_open());
-        assert_eq!(s.release_quiet(Instant::now()), None);
     }
 
     #[test]

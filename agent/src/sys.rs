@@ -426,7 +426,7 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// left open (Python 2's subprocess, which runs RHEL 4–7's `%pre`, passes
 /// every descriptor on) is not the agent's, and holding it open would keep
 /// the installer's sockets and pipes alive for as long as the agent runs.
-/// Call first thing, before the agent opens anything of its own.
+/// Call first thing in `main`, before the agent or std opens anything.
 pub(crate) fn close_inherited_descriptors() {
     // /proc/self/fd names exactly the open ones; without /proc, every number
     // up to the descriptor limit is tried.

@@ -119,7 +119,7 @@ run_post() {
   if [ -f "$r/etc/rc.d/init.d/anamon" ]; then
     check "$c: shellcheck -s sh init script" shellcheck -s sh "$r/etc/rc.d/init.d/anamon"
     check "$c: init script has a chkconfig header" \
-      grep -q '^# chkconfig: 35 99 95$' "$r/etc/rc.d/init.d/anamon"
+      grep -q '^# chkconfig: 2345 99 95$' "$r/etc/rc.d/init.d/anamon"
     check "$c: init script has an LSB header" \
       grep -q '^### BEGIN INIT INFO$' "$r/etc/rc.d/init.d/anamon"
   fi

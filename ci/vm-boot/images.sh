@@ -1,0 +1,133 @@
+# shellcheck shell=bash
+# Builds (and caches under target/vm-boot/initsys) what ci/vm-boot/initsys
+# boots: Debian's kernel with a modules tree, two small Debian roots made by
+# mmdebstrap from Debian's packages (one systemd, one sysvinit-core), and an
+# initramfs that Debian's own dracut builds inside the systemd root. Every
+# cache is keyed by the recipe that made it, so a changed recipe rebuilds.
+# Runs outside the test's network namespace (it downloads packages).
+
+# The kernel linux-image-amd64 points at: sets KPKG and KVER.
+kernel_package() {
+  KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  if [ -z "$KPKG" ]; then
+    apt-get update -qq
+    KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  fi
+  [ -n "$KPKG" ] || { echo "initsys: apt knows no linux-image-amd64" >&2; return 1; }
+  KVER=${KPKG#linux-image-}
+}
+
+# The module directories the guests need: virtio disk and NIC, ext4, and
+# what dracut's dmsquash-live and livenet modules install (loop, squashfs,
+# overlay, iso9660, device mapper). A subset keeps the unpack small; the
+# systemd root's depmod indexes it before dracut reads it.
+KMOD_DIRS=(kernel/drivers/virtio kernel/drivers/block kernel/drivers/net/virtio_net.ko
+           kernel/drivers/net/net_failover.ko kernel/net/core kernel/fs kernel/lib
+           kernel/crypto kernel/drivers/md kernel/drivers/cdrom kernel/drivers/char/hw_random)
+
+# fetch_kernel DIR: DIR/boot/vmlinuz-$KVER and DIR/lib/modules/$KVER.
+fetch_kernel() {
+  local dir=$1 recipe deb want=() d
+  recipe="$KPKG ${KMOD_DIRS[*]}"
+  [ "$(cat "$dir/.recipe" 2>/dev/null)" = "$recipe" ] && return 0
+  echo "initsys: fetching $KPKG (kernel and modules)"
+  rm -rf "$dir" && mkdir -p "$dir/deb"
+  (cd "$dir/deb" && { apt-get download "$KPKG" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true; })
+  deb=$(ls "$dir"/deb/*.deb)
+  want=("./boot/vmlinuz-$KVER" "./lib/modules/$KVER/modules.order" "./lib/modules/$KVER/modules.builtin"
+        "./lib/modules/$KVER/modules.builtin.modinfo")
+  for d in "${KMOD_DIRS[@]}"; do want+=("./lib/modules/$KVER/$d"); done
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" "${want[@]}"
+  rm -rf "$dir/deb"
+  echo "$recipe" >"$dir/.recipe"
+}
+
+# Packages of the two roots. Both get rsyslog (RHEL's /var/log/messages and
+# boot.log come from syslog) and a DHCP client; the systemd root also
+# carries what the dracut and anaconda-pre scenarios need (dracut, its
+# network and live modules, curl for %post's download, python3 for the
+# %pre parent). The SysV root downloads with wget, as RHEL 5 did; its
+# rsyslog init script comes from orphan-sysvinit-scripts (Debian's rsyslog
+# package ships none since bookworm).
+ROOT_COMMON=rsyslog,iproute2,kmod,procps,isc-dhcp-client
+# shellcheck disable=SC2034 # both read as ${!pkgs}
+ROOT_PKGS_systemd=systemd,systemd-sysv,udev,curl,python3-minimal,dracut,dracut-network,dracut-live,$ROOT_COMMON
+# shellcheck disable=SC2034
+ROOT_PKGS_sysv=sysvinit-core,sysv-rc,initscripts,orphan-sysvinit-scripts,ifupdown,wget,$ROOT_COMMON
+
+# configure_root DIR FLAVOR: what an installed RHEL-like system has and
+# Debian's defaults do not: RHEL's syslog rules (/var/log/messages, and
+# local7 into /var/log/boot.log), eth0 by DHCP, an fstab, a machine id (an
+# installer sets one; an empty one makes systemd's first boot apply presets
+# and run ConditionFirstBoot units). Nothing of anamon here: post_anamon
+# puts that in, inside the guest.
+configure_root() {
+  local r=$1 flavor=$2
+  echo "initsys-$flavor" >"$r/etc/hostname"
+  od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$r/etc/machine-id"
+  echo >>"$r/etc/machine-id"
+  printf '/dev/vda / ext4 defaults 0 0\n' >"$r/etc/fstab"
+  cat >"$r/etc/rsyslog.d/50-rhel.conf" <<'EOF'
+# The rules of RHEL's rsyslog.conf that write the files anamon ships.
+*.info;mail.none;authpriv.none;cron.none                /var/log/messages
+local7.*                                                /var/log/boot.log
+EOF
+  if [ "$flavor" = systemd ]; then
+    cat >"$r/etc/systemd/network/50-eth0.network" <<'EOF'
+[Match]
+Name=eth0
+
+[Network]
+DHCP=ipv4
+EOF
+    chroot "$r" systemctl enable systemd-networkd.service systemd-networkd-wait-online.service >/dev/null 2>&1
+  else
+    cat >"$r/etc/network/interfaces" <<'EOF'
+auto lo
+iface lo inet loopback
+
+auto eth0
+iface eth0 inet dhcp
+EOF
+  fi
+}
+
+# build_root DIR FLAVOR: the root as a directory, cached.
+build_root() {
+  local dir=$1 flavor=$2 pkgs recipe
+  pkgs=ROOT_PKGS_$flavor
+  recipe="bookworm essential ${!pkgs} $(declare -f configure_root | sha256sum | cut -c1-16)"
+  [ "$(cat "$dir.recipe" 2>/dev/null)" = "$recipe" ] && return 0
+  echo "initsys: building the $flavor root with mmdebstrap (${!pkgs})"
+  rm -rf "$dir" "$dir.recipe"
+  mmdebstrap --quiet --variant=essential --include="${!pkgs}" bookworm "$dir" >"$dir.log" 2>&1 ||
+    { tail -20 "$dir.log" >&2; return 1; }
+  configure_root "$dir" "$flavor"
+  echo "$recipe" >"$dir.recipe"
+}
+
+DRACUT_DRIVERS="virtio_pci virtio_blk virtio_net ext4 loop squashfs overlay isofs dm_mod dm_snapshot"
+
+# build_dracut OUT ROOT KDIR: Debian's dracut, run inside the systemd root
+# with the kernel's modules, builds a generic (not host-only) initramfs with
+# its live-update modules (livenet, dmsquash-live). Only the drivers this
+# guest has (and what dmsquash-live mounts) go in: a third of the size, and
+# a much faster boot under TCG.
+build_dracut() {
+  local out=$1 r=$2 kdir=$3 recipe
+  recipe="$(cat "$r.recipe") $(cat "$kdir/.recipe") $DRACUT_DRIVERS"
+  [ "$(cat "$out.recipe" 2>/dev/null)" = "$recipe" ] && [ -s "$out" ] && return 0
+  echo "initsys: building the dracut initramfs (dracut in the systemd root)"
+  mkdir -p "$r/lib/modules/$KVER"
+  mount --bind "$kdir/lib/modules/$KVER" "$r/lib/modules/$KVER"
+  mount -t proc proc "$r/proc"
+  local rc=0
+  chroot "$r" depmod "$KVER" && chroot "$r" dracut --quiet --force --no-hostonly --no-hostonly-cmdline --gzip \
+    --add "network-legacy livenet dmsquash-live" --drivers "$DRACUT_DRIVERS" \
+    --kver "$KVER" /tmp/initrd-dracut.img >"$out.log" 2>&1 || rc=$?
+  umount "$r/proc" "$r/lib/modules/$KVER"
+  rmdir "$r/lib/modules/$KVER" "$r/lib/modules" 2>/dev/null || true
+  [ "$rc" = 0 ] || { tail -20 "$out.log" >&2; return 1; }
+  mv "$r/tmp/initrd-dracut.img" "$out"
+  echo "$recipe" >"$out.recipe"
+}
