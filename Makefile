@@ -51,28 +51,37 @@ BUILD             ?= yes
 
 # Installer architecture names (as the snippets ask for them) and the Rust
 # target each is built with.
-ARCHES        := x86_64 i686 i586 aarch64 ppc64le
+ARCHES        := x86_64 i686 i586 aarch64 ppc64le ppc64 s390x
 triple_x86_64  := x86_64-unknown-linux-musl
 triple_i686    := i686-unknown-linux-musl
 triple_i586    := i586-unknown-linux-musl
 triple_aarch64 := aarch64-unknown-linux-musl
 triple_ppc64le := powerpc64le-unknown-linux-musl
+triple_ppc64   := powerpc64-unknown-linux-musl
+triple_s390x   := s390x-unknown-linux-musl
+
+# Targets rustup ships no std for (i586 and powerpc64le musl: its download
+# answers 404; s390x musl is tier 3, never built): cargo builds std from the
+# rust-src component (-Z build-std, which stable cargo accepts only under
+# RUSTC_BOOTSTRAP=1), and the agent links against the C runtime that
+# ci/cross/runtime assembles from Debian's musl-dev and rust-src's libunwind.
+BUILD_STD := i586-unknown-linux-musl powerpc64le-unknown-linux-musl s390x-unknown-linux-musl
+# STRICT=yes: a target that cannot be built here fails make instead of being
+# skipped (ci/test builds every architecture).
+STRICT    ?= no
 
 # Architectures an updates image is for: the ext2 image serves the loaders of
 # RHEL 4-6 (x86 only among our builds), the cpio image dracut installers
-# (RHEL 7+: no 32-bit x86 any more). Only agents that were built go in.
+# (RHEL 7+: no 32-bit x86 any more; s390x and ppc64 builds need RHEL 7's
+# kernel, see README). Only agents that were built go in.
 EXT2_ARCHES := x86_64 i686 i586
-CPIO_ARCHES := x86_64 aarch64 ppc64le
+CPIO_ARCHES := x86_64 aarch64 ppc64le ppc64 s390x
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # Where the images are built before installation.
 IMAGE_DIR  := $(TARGET_DIR)/anamon-images
 SYSROOT    := $(shell rustc --print sysroot 2>/dev/null)
 
-# Cross targets without a cross gcc link with the toolchain's rust-lld
-# (everything is static musl, so no C library of the target is needed).
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= rust-lld
-export CARGO_TARGET_POWERPC64LE_UNKNOWN_LINUX_MUSL_LINKER ?= rust-lld
 
 # ARCH=TRIPLE words for the shell loops below.
 ARCH_TRIPLES := $(foreach a,$(ARCHES),$(a)=$(triple_$(a)))
@@ -81,28 +90,45 @@ ARCH_TRIPLES := $(foreach a,$(ARCHES),$(a)=$(triple_$(a)))
 
 all: agents images
 
-# One cargo build for every target: cargo then keeps both cores busy while
-# each target's final LTO link runs on one. A target whose standard library
-# is not installed is skipped with a message, so `make` works on machines
-# with only some targets; a build that fails fails make (and leaves target/
-# alone). BUILD=no runs no cargo and uses what target/ holds
-# (ci/snippets/test does, so that it never compiles).
+# Two cargo builds, each for several targets at once (cargo then runs the
+# targets' final LTO links side by side): the targets with a downloaded std,
+# then, under RUSTC_BOOTSTRAP=1, those whose std is built from source (kept
+# apart so that the others are built exactly as on any stable toolchain).
+# A target that cannot be built here is skipped with a message, so `make`
+# works on machines with only some targets; a build that fails fails make
+# (and leaves target/ alone). BUILD=no runs no cargo and uses what target/
+# holds (ci/snippets/test does, so that it never compiles).
 agents:
 ifeq ($(BUILD),no)
 	@echo "make: BUILD=no: using the agents already in $(TARGET_DIR)"
 else
-	@set -e; targets=; arches=; for at in $(ARCH_TRIPLES); do \
+	@set -e; skip() { echo "make: skipping anamon.$$arch: $$*"; [ "$(STRICT)" != yes ] || exit 1; }; \
+	plain=; std=; \
+	for at in $(ARCH_TRIPLES); do \
 	  arch=$${at%%=*}; t=$${at#*=}; \
-	  if [ ! -d "$(SYSROOT)/lib/rustlib/$$t/lib" ]; then \
-	    echo "make: skipping anamon.$$arch: Rust target $$t is not installed (rustup target add $$t)"; \
-	    continue; \
-	  fi; \
-	  targets="$$targets --target $$t"; arches="$$arches anamon.$$arch"; \
+	  case " $(BUILD_STD) " in \
+	  *" $$t "*) \
+	    if [ ! -d "$(SYSROOT)/lib/rustlib/src/rust/library" ]; then \
+	      skip "std for $$t is built from source: rustup component add rust-src"; continue; fi; \
+	    rc=0; rt=$$(ci/cross/runtime $$t) || rc=$$?; \
+	    if [ $$rc = 3 ]; then skip "no C runtime for $$t (see above)"; continue; fi; \
+	    [ $$rc = 0 ] || { echo "make: ci/cross/runtime $$t failed"; exit 1; }; \
+	    echo "make: building anamon.$$arch ($$t, std from rust-src)"; \
+	    std="$$std --target $$t"; \
+	    export "CARGO_TARGET_$$(echo $$t | tr a-z- A-Z_)_RUSTFLAGS=-C link-self-contained=no -L native=$$rt -C link-arg=$$rt/crt1.o" ;; \
+	  *) \
+	    if [ ! -d "$(SYSROOT)/lib/rustlib/$$t/lib" ]; then \
+	      skip "Rust target $$t is not installed (rustup target add $$t)"; continue; fi; \
+	    echo "make: building anamon.$$arch ($$t)"; \
+	    plain="$$plain --target $$t" ;; \
+	  esac; \
 	done; \
-	if [ -z "$$targets" ]; then echo "make: no Rust musl target is installed: no agents"; exit 0; fi; \
-	echo "make: building$$arches"; \
-	$(CARGO) build $(CARGOFLAGS) --quiet --release $$targets -p anamon || \
-	  { echo "make: the build of$$arches failed"; exit 1; }
+	if [ -z "$$plain$$std" ]; then echo "make: no Rust musl target is installed: no agents"; exit 0; fi; \
+	if [ -n "$$plain" ]; then \
+	  $(CARGO) build $(CARGOFLAGS) --quiet --release $$plain -p anamon || { echo "make: the build of$$plain failed"; exit 1; }; fi; \
+	if [ -n "$$std" ]; then \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) build $(CARGOFLAGS) --quiet --release $$std -Z build-std=std,panic_abort -p anamon || \
+	    { echo "make: the build of$$std failed"; exit 1; }; fi
 endif
 
 # anamon-updates.img: ext2, for `updates=` on RHEL 4-6 (agent at

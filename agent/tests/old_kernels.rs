@@ -2,11 +2,11 @@
 //! seccomp filter that refuses every syscall newer than the kernel named),
 //! and the foreign-architecture builds under qemu-user, each against the
 //! real Cobbler peer: byte-identical delivery through a rewrite and a server
-//! restart, and no spinning while idle.
+//! restart, and no spinning while idle. The qemu-user runs name the server
+//! `localhost`, so each architecture's musl resolves a host name
+//! (/etc/hosts) rather than parsing an address.
 //!
-//! These need the release builds (`ci/test` makes them):
-//!   cargo build --release --target x86_64-unknown-linux-musl -p anamon
-//!   cargo build --release --target i686-unknown-linux-musl -p anamon
+//! These need the release builds (`make agents`, which `ci/test` runs).
 
 use anamon_testkit::*;
 use std::path::{Path, PathBuf};
@@ -52,10 +52,28 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// Runs `prefix… agent --fg …` against the peer: a growing file with binary
-/// content, a rewrite in place, a server restart; then checks idle CPU.
-/// Returns the agent's log.
-fn ship_through_restart(prefix: &[&Path], agent: &Path, tag: &str) -> String {
+/// `argv… --fg --debug --name SYSTEM --server SERVER --port PORT extra…`:
+/// `Agent::start_as` with the server named by `server` (it always passes
+/// 127.0.0.1, and the agent refuses a second --server).
+fn start_agent(argv: &[&Path], server: &str, port: u16, dir: &Scratch, extra: &[&str]) -> Agent {
+    let log = dir.path(&format!("agent-{}.log", free_port()));
+    let child = Command::new(argv[0])
+        .args(&argv[1..])
+        .args(["--fg", "--debug", "--name", SYSTEM, "--server", server])
+        .args(["--port", &port.to_string()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Agent { child, log }
+}
+
+/// Runs `prefix… agent --fg …` against the peer, naming it `server`: a
+/// growing file with binary content, a rewrite in place, a server restart;
+/// then checks idle CPU. Returns the agent's log.
+fn ship_through_restart(prefix: &[&Path], agent: &Path, server: &str, tag: &str) -> String {
     let dir = Scratch::new(tag);
     let mut peer = Peer::start(CURRENT, &dir);
     let port = peer.port;
@@ -63,7 +81,8 @@ fn ship_through_restart(prefix: &[&Path], agent: &Path, tag: &str) -> String {
     append(&log, b"old kernel, first line\n");
     let mut argv: Vec<&Path> = prefix.to_vec();
     argv.push(agent);
-    let mut agent = Agent::start_as(&argv, port, &dir, &["--watchfile", log.to_str().unwrap()]);
+    let watch = ["--watchfile", log.to_str().unwrap()];
+    let mut agent = start_agent(&argv, server, port, &dir, &watch);
     let fail = |agent: &Agent, what: &str| -> ! { panic!("{tag}: {what}\n{}", agent.log_text()) };
 
     if !peer.wait_for("anaconda.log", &std::fs::read(&log).unwrap(), LIMIT) {
@@ -114,6 +133,7 @@ fn under_kernel(kernel: &str, target: &str) {
     let text = ship_through_restart(
         &[&sim, Path::new(&kernel_arg), Path::new("--")],
         &agent,
+        "127.0.0.1",
         &tag,
     );
     // Before 2.6.27 notify's inotify backend cannot start: the agent says so
@@ -164,15 +184,95 @@ fn i686_on_3_10() {
     under_kernel("3.10", "i686-unknown-linux-musl");
 }
 
-/// aarch64 under qemu-user (`qemu-aarch64-static`).
 #[test]
-fn aarch64_under_qemu_user() {
-    let agent = release_agent("aarch64-unknown-linux-musl");
-    let qemu = Path::new("/usr/bin/qemu-aarch64-static");
+fn i586_on_2_6_9() {
+    under_kernel("2.6.9", "i586-unknown-linux-musl");
+}
+#[test]
+fn i586_on_2_6_18() {
+    under_kernel("2.6.18", "i586-unknown-linux-musl");
+}
+#[test]
+fn i586_on_2_6_32() {
+    under_kernel("2.6.32", "i586-unknown-linux-musl");
+}
+
+/// `qemu-ARCH-static` plus its flags, checked to be installed.
+fn qemu(arch: &str, flags: &[&'static str]) -> Vec<PathBuf> {
+    let qemu = PathBuf::from(format!("/usr/bin/qemu-{arch}-static"));
     assert!(
         qemu.exists(),
-        "qemu-user-static is not installed (ci/setup installs it)"
+        "{} is missing: qemu-user-static is not installed (ci/setup installs it)",
+        qemu.display()
     );
-    let text = ship_through_restart(&[qemu], &agent, "aarch64");
+    let mut argv = vec![qemu];
+    argv.extend(flags.iter().map(PathBuf::from));
+    argv
+}
+
+/// `target`'s agent under `qemu-ARCH-static flags…`, against the peer.
+fn under_qemu(arch: &str, flags: &[&'static str], target: &str) {
+    let agent = release_agent(target);
+    let argv = qemu(arch, flags);
+    let prefix: Vec<&Path> = argv.iter().map(PathBuf::as_path).collect();
+    let text = ship_through_restart(&prefix, &agent, "localhost", target);
     assert!(text.contains("shipping 1 files"), "{text}");
+}
+
+#[test]
+fn aarch64_under_qemu_user() {
+    under_qemu("aarch64", &[], "aarch64-unknown-linux-musl");
+}
+
+/// POWER8 is RHEL 7's minimum for ppc64le (and qemu refuses a POWER9-only
+/// instruction on it, as a POWER7 refuses this build: see the README).
+#[test]
+fn ppc64le_under_qemu_user_power8() {
+    under_qemu(
+        "ppc64le",
+        &["-cpu", "power8"],
+        "powerpc64le-unknown-linux-musl",
+    );
+}
+
+/// Big-endian POWER7, the oldest CPU RHEL 7 supports on ppc64.
+#[test]
+fn ppc64_under_qemu_user_power7() {
+    under_qemu("ppc64", &["-cpu", "power7"], "powerpc64-unknown-linux-musl");
+}
+
+#[test]
+fn s390x_under_qemu_user() {
+    under_qemu("s390x", &[], "s390x-unknown-linux-musl");
+}
+
+/// A Pentium (P5): no cmov (i686) and no SSE/SSE2, which qemu's model
+/// refuses as the CPU would.
+#[test]
+fn i586_under_qemu_user_pentium() {
+    under_qemu("i386", &["-cpu", "pentium"], "i586-unknown-linux-musl");
+}
+
+/// The control for the test above: the i686 build does use SSE2 and cmov,
+/// and the same CPU model kills it with SIGILL (so a passing i586 run means
+/// the build avoids them, not that qemu lets them through).
+#[test]
+fn i686_build_faults_on_a_pentium() {
+    use std::os::unix::process::ExitStatusExt;
+    let agent = release_agent("i686-unknown-linux-musl");
+    let argv = qemu("i386", &["-cpu", "pentium"]);
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .arg(&agent)
+        .arg("--version")
+        .output()
+        .unwrap();
+    // qemu-user reports the guest's SIGILL by dying of it.
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGILL),
+        "{:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

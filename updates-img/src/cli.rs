@@ -24,7 +24,8 @@ pub struct Args {
     pub out: PathBuf,
 
     /// ARCH=PATH: add the agent built for ARCH (x86_64, i386, i586, i686,
-    /// aarch64, ppc64le) at its documented path, mode 0755; repeatable
+    /// aarch64, ppc64le, ppc64, s390x) at its documented path, mode 0755;
+    /// repeatable
     #[argh(option)]
     pub agent: Vec<String>,
 

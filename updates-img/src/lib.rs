@@ -31,7 +31,9 @@ pub use error::{Error, Result};
 use tree::{File, Tree};
 
 /// Architectures the agent is built for, as installers name them (`uname -m`).
-pub const ARCHES: &[&str] = &["x86_64", "i386", "i586", "i686", "aarch64", "ppc64le"];
+pub const ARCHES: &[&str] = &[
+    "x86_64", "i386", "i586", "i686", "aarch64", "ppc64le", "ppc64", "s390x",
+];
 
 /// Where the agent goes inside each kind of image.
 pub const EXT2_AGENT_DIR: &str = "anamon";
@@ -83,12 +85,29 @@ pub struct Request {
 }
 
 /// ELF class, data encoding and machine each architecture's agent must have.
-fn elf_identity(arch: &str) -> (u8, u16) {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endian {
+    Little,
+    Big,
+}
+
+impl Endian {
+    fn name(self) -> &'static str {
+        match self {
+            Endian::Little => "little",
+            Endian::Big => "big",
+        }
+    }
+}
+
+fn elf_identity(arch: &str) -> (u8, Endian, u16) {
     match arch {
-        "x86_64" => (2, 62),
-        "i386" | "i586" | "i686" => (1, 3),
-        "aarch64" => (2, 183),
-        "ppc64le" => (2, 21),
+        "x86_64" => (2, Endian::Little, 62),
+        "i386" | "i586" | "i686" => (1, Endian::Little, 3),
+        "aarch64" => (2, Endian::Little, 183),
+        "ppc64le" => (2, Endian::Little, 21),
+        "ppc64" => (2, Endian::Big, 21),
+        "s390x" => (2, Endian::Big, 22),
         _ => unreachable!("arch validated by parse_agent"),
     }
 }
@@ -103,18 +122,22 @@ fn check_elf(arch: &str, path: &Path, data: &[u8]) -> Result<()> {
             "not an ELF executable, so not an anamon build for {arch}"
         )));
     }
-    let (class, machine) = elf_identity(arch);
-    let little = data[5] == 1;
-    let got = if little {
-        u16::from_le_bytes([data[18], data[19]])
+    let (class, endian, machine) = elf_identity(arch);
+    let got_endian = if data[5] == 1 {
+        Endian::Little
     } else {
-        u16::from_be_bytes([data[18], data[19]])
+        Endian::Big
     };
-    if data[4] != class || !little || got != machine {
+    let got = match got_endian {
+        Endian::Little => u16::from_le_bytes([data[18], data[19]]),
+        Endian::Big => u16::from_be_bytes([data[18], data[19]]),
+    };
+    if data[4] != class || got_endian != endian || got != machine {
         return Err(bad(format!(
-            "ELF class {} / machine {got} / {} endian does not match {arch} (want class {class}, machine {machine}, little endian)",
+            "ELF class {} / machine {got} / {} endian does not match {arch} (want class {class}, machine {machine}, {} endian)",
             data[4],
-            if little { "little" } else { "big" }
+            got_endian.name(),
+            endian.name()
         )));
     }
     Ok(())
@@ -309,6 +332,28 @@ mod tests {
         assert!(check_elf("aarch64", Path::new("a"), &elf).is_err());
         assert!(check_elf("i686", Path::new("a"), &elf).is_err());
         assert!(check_elf("x86_64", Path::new("a"), b"#!/bin/sh\n echo hello there").is_err());
+    }
+
+    #[test]
+    fn big_endian_arches_need_big_endian_elf() {
+        // EM_PPC64 (21) is the machine of both ppc64 and ppc64le: only the
+        // data encoding tells them apart.
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 2;
+        elf[19] = 21;
+        assert!(check_elf("ppc64", Path::new("a"), &elf).is_ok());
+        assert!(check_elf("ppc64le", Path::new("a"), &elf).is_err());
+        elf[19] = 22;
+        assert!(check_elf("s390x", Path::new("a"), &elf).is_ok());
+        elf[5] = 1;
+        elf[18] = 22;
+        elf[19] = 0;
+        assert!(check_elf("s390x", Path::new("a"), &elf).is_err());
+        elf[18] = 21;
+        assert!(check_elf("ppc64le", Path::new("a"), &elf).is_ok());
+        assert!(check_elf("ppc64", Path::new("a"), &elf).is_err());
     }
 
     #[test]
