@@ -298,7 +298,7 @@ impl<T: Transport + Send + 'static> Agent<T> {
         }));
         loop {
             if sys::shutdown_requested() {
-                return self.flush_and_exit();
+                return self.flush_and_exit(0);
             }
             let next = {
                 let mut core = lock(&self.core);
@@ -314,7 +314,10 @@ impl<T: Transport + Send + 'static> Agent<T> {
 
     /// After a shutdown signal: the request in flight was aborted; ship
     /// what is pending on fresh connections until the grace period ends.
-    fn flush_and_exit(&mut self) -> u8 {
+    /// The daemon exits 0 either way, as Python anamon's does; `--exit`
+    /// exits 0 only when the server has everything (`unfinished` is its
+    /// status otherwise).
+    fn flush_and_exit(&mut self, unfinished: u8) -> u8 {
         sys::begin_final_flush();
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         let mut core = lock(&self.core);
@@ -329,11 +332,11 @@ impl<T: Transport + Send + 'static> Agent<T> {
                 }
                 Pass::HeldBack => {
                     info!("shutting down: the server keeps faulting on some files; their data stays in the files");
-                    return 0;
+                    return unfinished;
                 }
                 _ => {
                     info!("shutting down: some data could not be shipped in time; it stays in the files");
-                    return 0;
+                    return unfinished;
                 }
             }
         }
@@ -349,7 +352,7 @@ impl<T: Transport + Send + 'static> Agent<T> {
         let last_attempt = deadline.checked_sub(LAST_ATTEMPT_MARGIN).unwrap_or(start);
         loop {
             if sys::shutdown_requested() {
-                return self.flush_and_exit();
+                return self.flush_and_exit(1);
             }
             let pass = lock(&self.core).pass(Round::Once { deadline });
             match pass {
@@ -370,7 +373,7 @@ impl<T: Transport + Send + 'static> Agent<T> {
                 Pass::Failed { .. } | Pass::Waiting { .. } if Instant::now() < last_attempt => {
                     self.wait(Some(last_attempt));
                 }
-                Pass::Interrupted if sys::shutdown_requested() => return self.flush_and_exit(),
+                Pass::Interrupted if sys::shutdown_requested() => return self.flush_and_exit(1),
                 _ => {
                     // Tenths by integer arithmetic: formatting an f64 would
                     // pull ~16 KiB of float printing into the binary.

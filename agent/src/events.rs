@@ -195,13 +195,16 @@ impl Muter {
         let Some(interest) = &self.interest else {
             return;
         };
-        let muted: HashSet<PathBuf> = paths.map(Path::to_path_buf).collect();
-        // Our own copy, so an unchanged set (the usual case) takes no lock.
-        if self.last != muted {
-            let mut shared = interest.lock().unwrap_or_else(|e| e.into_inner());
-            shared.muted.clone_from(&muted);
-            self.last = muted;
+        let paths: Vec<&Path> = paths.collect();
+        // Our own copy, so an unchanged set (the usual case, after every
+        // pass) costs neither the lock nor a copy of the paths.
+        if paths.len() == self.last.len() && paths.iter().all(|p| self.last.contains(*p)) {
+            return;
         }
+        let muted: HashSet<PathBuf> = paths.into_iter().map(Path::to_path_buf).collect();
+        let mut shared = interest.lock().unwrap_or_else(|e| e.into_inner());
+        shared.muted.clone_from(&muted);
+        self.last = muted;
     }
 }
 

@@ -154,16 +154,17 @@ impl<T: Transport> Shipper<T> {
     /// cannot starve the others, until nothing is due, the server fails, or
     /// the round's time is up.
     pub(crate) fn pass(&mut self, round: Round) -> Pass {
-        let all: Vec<usize> = (0..self.files.len()).collect();
-        let mut visit = all.clone();
-        let mut held_back = false;
-        let mut until: Option<Instant> = None;
-        self.waiting.clear();
         loop {
-            let mut progressed = Vec::new();
-            for &i in &visit {
+            let mut progress = false;
+            let mut held_back = false;
+            let mut until: Option<Instant> = None;
+            self.waiting.clear();
+            // Every file each round, even while one has a backlog: a write
+            // to another file may have come since, and must not wait for
+            // the backlog (a 5 GiB file) to be gone.
+            for i in 0..self.files.len() {
                 match self.step(i, round) {
-                    Step::Progress => progressed.push(i),
+                    Step::Progress => progress = true,
                     Step::Idle => {}
                     Step::Wait(t) => {
                         self.waiting.push(i);
@@ -174,21 +175,12 @@ impl<T: Transport> Shipper<T> {
                     Step::Stop(pass) => return pass,
                 }
             }
-            // The next round goes to the files that moved (a backlog's next
-            // chunk): the others had nothing to send a moment ago, and a
-            // write to one of them since starts a pass of its own.
-            if !progressed.is_empty() {
-                visit = progressed;
+            if progress {
                 continue;
             }
             return match until {
-                // It came due while this round went on: go round again.
-                Some(t) if t <= Instant::now() => {
-                    visit.clone_from(&all);
-                    (held_back, until) = (false, None);
-                    self.waiting.clear();
-                    continue;
-                }
+                // It came due while this round went on: go again.
+                Some(t) if t <= Instant::now() => continue,
                 Some(until) => Pass::Waiting { until },
                 None if held_back => Pass::HeldBack,
                 None => Pass::Done,

@@ -52,24 +52,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// `argv… --fg --debug --name SYSTEM --server SERVER --port PORT extra…`:
-/// `Agent::start_as` with the server named by `server` (it always passes
-/// 127.0.0.1, and the agent refuses a second --server).
-fn start_agent(argv: &[&Path], server: &str, port: u16, dir: &Scratch, extra: &[&str]) -> Agent {
-    let log = dir.path(&format!("agent-{}.log", free_port()));
-    let child = Command::new(argv[0])
-        .args(&argv[1..])
-        .args(["--fg", "--debug", "--name", SYSTEM, "--server", server])
-        .args(["--port", &port.to_string()])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    Agent { child, log }
-}
-
 /// Runs `prefix… agent --fg …` against the peer, naming it `server`: a
 /// growing file with binary content, a rewrite in place, a server restart;
 /// then checks idle CPU. Returns the agent's log.
@@ -82,7 +64,7 @@ fn ship_through_restart(prefix: &[&Path], agent: &Path, server: &str, tag: &str)
     let mut argv: Vec<&Path> = prefix.to_vec();
     argv.push(agent);
     let watch = ["--watchfile", log.to_str().unwrap()];
-    let mut agent = start_agent(&argv, server, port, &dir, &watch);
+    let mut agent = Agent::start_named(&argv, server, port, &dir, &watch);
     let fail = |agent: &Agent, what: &str| -> ! { panic!("{tag}: {what}\n{}", agent.log_text()) };
 
     if !peer.wait_for("anaconda.log", &std::fs::read(&log).unwrap(), LIMIT) {

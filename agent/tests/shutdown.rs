@@ -236,3 +236,26 @@ fn the_pid_file_goes_on_every_way_out() {
     assert!(text.contains("cannot set up signal handling"), "{text}");
     assert!(!pidfile.exists(), "pid file left behind");
 }
+
+/// `--exit` promises status 0 only when the server has everything: stopped
+/// by SIGTERM with data still unshipped (the server hangs), it exits 1.
+#[test]
+fn exit_mode_stopped_by_sigterm_with_data_left_exits_1() {
+    let dir = Scratch::new("exit-sigterm");
+    let hung = FaultProxy::start(free_port(), always(Act::Hang));
+    let log = dir.path("boot.log");
+    append(&log, b"never shipped\n");
+    let mut agent = Agent::start(
+        hung.port,
+        &dir,
+        &["--exit", "--watchfile", log.to_str().unwrap()],
+    );
+    assert!(wait_until(Duration::from_secs(10), || hung.connections() >= 1));
+    agent.signal(sys::SIGTERM);
+    assert_eq!(
+        agent.wait_exit(Duration::from_secs(5)),
+        Some(1),
+        "{}",
+        agent.log_text()
+    );
+}

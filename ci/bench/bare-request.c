@@ -1,4 +1,4 @@
-/* bare-request PORT COUNT REQUEST-FILE
+/* bare-request PORT COUNT REQUEST-FILE [WATCHED-FILE]
  *
  * The least any upload client must do per request, for ci/bench/run's floor:
  * COUNT times, connect to 127.0.0.1:PORT, write the HTTP request held in
@@ -8,6 +8,11 @@
  * user time is next to nothing and its whole CPU time (user + system, which
  * the kernel accounts exactly in total) is the kernel's cost of a request.
  * Exits 1 with a one-line message if any request fails.
+ *
+ * With WATCHED-FILE, the least an event-driven client must do: before each
+ * request it sleeps until inotify reports a write to that file, and reads
+ * the new bytes with pread, as a log shipper must; the request itself stays
+ * the same small one. (The driver writes a line at a time.)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,17 +21,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char request[1 << 16];
 static char answer[1 << 16];
+static char events[1 << 12];
+static char bytes[1 << 16];
 
 int main(int argc, char **argv)
 {
-	if (argc != 4) {
-		fprintf(stderr, "usage: bare-request PORT COUNT REQUEST-FILE\n");
+	if (argc != 4 && argc != 5) {
+		fprintf(stderr, "usage: bare-request PORT COUNT REQUEST-FILE [WATCHED-FILE]\n");
 		return 2;
+	}
+	int watch = -1, log = -1;
+	off_t shipped = 0;
+	if (argc == 5) {
+		watch = inotify_init();
+		log = open(argv[4], O_RDONLY);
+		if (watch < 0 || log < 0 || inotify_add_watch(watch, argv[4], IN_MODIFY) < 0) {
+			fprintf(stderr, "bare-request: cannot watch %s: %s\n", argv[4], strerror(errno));
+			return 1;
+		}
 	}
 	int port = atoi(argv[1]);
 	long count = atol(argv[2]);
@@ -45,6 +64,19 @@ int main(int argc, char **argv)
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 
 	for (long i = 0; i < count; i++) {
+		if (watch >= 0) {
+			struct stat st;
+			if (read(watch, events, sizeof events) <= 0 || fstat(log, &st) < 0) {
+				fprintf(stderr, "bare-request: waiting for a write: %s\n", strerror(errno));
+				return 1;
+			}
+			while (shipped < st.st_size) {
+				ssize_t n = pread(log, bytes, sizeof bytes, shipped);
+				if (n <= 0)
+					break;
+				shipped += n;
+			}
+		}
 		int s = socket(AF_INET, SOCK_STREAM, 0);
 		if (s < 0 || connect(s, (struct sockaddr *)&addr, sizeof addr) < 0) {
 			fprintf(stderr, "bare-request: connect to port %d: %s\n", port, strerror(errno));

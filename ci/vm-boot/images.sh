@@ -1,46 +1,10 @@
 # shellcheck shell=bash
 # Builds (and caches under target/vm-boot/initsys) what ci/vm-boot/initsys
-# boots: Debian's kernel with a modules tree, two small Debian roots made by
+# boots (Debian's kernel comes from lib.sh's vm_fetch_kernel): two small Debian roots made by
 # mmdebstrap from Debian's packages (one systemd, one sysvinit-core), and an
 # initramfs that Debian's own dracut builds inside the systemd root. Every
 # cache is keyed by the recipe that made it, so a changed recipe rebuilds.
 # Runs outside the test's network namespace (it downloads packages).
-
-# The kernel linux-image-amd64 points at: sets KPKG and KVER.
-kernel_package() {
-  KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-  if [ -z "$KPKG" ]; then
-    apt-get update -qq
-    KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-  fi
-  [ -n "$KPKG" ] || { echo "initsys: apt knows no linux-image-amd64" >&2; return 1; }
-  KVER=${KPKG#linux-image-}
-}
-
-# The module directories the guests need: virtio disk and NIC, ext4, and
-# what dracut's dmsquash-live and livenet modules install (loop, squashfs,
-# overlay, iso9660, device mapper). A subset keeps the unpack small; the
-# systemd root's depmod indexes it before dracut reads it.
-KMOD_DIRS=(kernel/drivers/virtio kernel/drivers/block kernel/drivers/net/virtio_net.ko
-           kernel/drivers/net/net_failover.ko kernel/net/core kernel/fs kernel/lib
-           kernel/crypto kernel/drivers/md kernel/drivers/cdrom kernel/drivers/char/hw_random)
-
-# fetch_kernel DIR: DIR/boot/vmlinuz-$KVER and DIR/lib/modules/$KVER.
-fetch_kernel() {
-  local dir=$1 recipe deb want=() d
-  recipe="$KPKG ${KMOD_DIRS[*]}"
-  [ "$(cat "$dir/.recipe" 2>/dev/null)" = "$recipe" ] && return 0
-  echo "initsys: fetching $KPKG (kernel and modules)"
-  rm -rf "$dir" && mkdir -p "$dir/deb"
-  (cd "$dir/deb" && { apt-get download "$KPKG" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true; })
-  deb=$(ls "$dir"/deb/*.deb)
-  want=("./boot/vmlinuz-$KVER" "./lib/modules/$KVER/modules.order" "./lib/modules/$KVER/modules.builtin"
-        "./lib/modules/$KVER/modules.builtin.modinfo")
-  for d in "${KMOD_DIRS[@]}"; do want+=("./lib/modules/$KVER/$d"); done
-  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" "${want[@]}"
-  rm -rf "$dir/deb"
-  echo "$recipe" >"$dir/.recipe"
-}
 
 # Packages of the two roots. Both get rsyslog (RHEL's /var/log/messages and
 # boot.log come from syslog) and a DHCP client; the systemd root also
@@ -115,7 +79,7 @@ DRACUT_DRIVERS="virtio_pci virtio_blk virtio_net ext4 loop squashfs overlay isof
 # a much faster boot under TCG.
 build_dracut() {
   local out=$1 r=$2 kdir=$3 recipe
-  recipe="$(cat "$r.recipe") $(cat "$kdir/.recipe") $DRACUT_DRIVERS"
+  recipe="$(cat "$r.recipe") $KVER $DRACUT_DRIVERS"
   [ "$(cat "$out.recipe" 2>/dev/null)" = "$recipe" ] && [ -s "$out" ] && return 0
   echo "initsys: building the dracut initramfs (dracut in the systemd root)"
   mkdir -p "$r/lib/modules/$KVER"

@@ -259,25 +259,25 @@ impl Agent {
     /// Starts `anamon --fg --debug --name SYSTEM --server 127.0.0.1 --port
     /// PORT` plus `extra`.
     pub fn start(port: u16, dir: &Scratch, extra: &[&str]) -> Agent {
-        Agent::start_as(&[agent_bin().as_path()], port, dir, extra)
+        Agent::start_named(&[agent_bin().as_path()], "127.0.0.1", port, dir, extra)
     }
 
-    /// The same, with `argv` naming the agent, perhaps behind a wrapper
-    /// (`kernelsim --kernel 2.6.9 -- anamon`, `qemu-aarch64-static anamon`).
-    pub fn start_as(argv: &[&Path], port: u16, dir: &Scratch, extra: &[&str]) -> Agent {
+    /// `argv… --fg --debug --name SYSTEM --server SERVER --port PORT extra…`,
+    /// with `argv` naming the agent, perhaps behind a wrapper (`kernelsim
+    /// --kernel 2.6.9 -- anamon`, `qemu-s390x anamon`) and the server given
+    /// by name or address.
+    pub fn start_named(
+        argv: &[&Path],
+        server: &str,
+        port: u16,
+        dir: &Scratch,
+        extra: &[&str],
+    ) -> Agent {
         let log = dir.path(&format!("agent-{}.log", free_port()));
         let child = Command::new(argv[0])
             .args(&argv[1..])
-            .args([
-                "--fg",
-                "--debug",
-                "--name",
-                SYSTEM,
-                "--server",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
+            .args(["--fg", "--debug", "--name", SYSTEM, "--server", server])
+            .args(["--port", &port.to_string()])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
