@@ -5,10 +5,10 @@
 mod common;
 
 use anamon_testkit::{Peer, Scratch};
-use common::{is_false, is_fault, is_true, upload};
+use common::{is_false, is_fault, is_true, tree, upload};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn receiver(dir: &Scratch, extra: &[&str]) -> Peer {
@@ -186,18 +186,4 @@ fn hostile_names_never_leave_the_log_directory() {
         !r.logdir.clone().join("web01").exists()
             || tree(&r.logdir.clone().join("web01")).is_empty()
     );
-}
-
-fn tree(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.extend(tree(&p));
-            }
-            out.push(p);
-        }
-    }
-    out
 }
