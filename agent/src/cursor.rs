@@ -149,26 +149,28 @@ impl Cursor {
         let file = &self.handle.as_ref().expect("just opened").file;
         let identity = Identity::of(&meta);
         let size = meta.len();
-        if self.identity == Some(identity) && size > self.shipped && self.tail_is_intact(file)? {
+        if self.identity == Some(identity) && size > self.shipped {
             if self.shipped > MAX_OFFSET {
                 return Err(Problem::TooLarge);
             }
-            read_at(
-                file,
-                self.shipped,
-                max.min(to_usize(size - self.shipped)),
-                buf,
-            )?;
-            if buf.is_empty() {
-                return Ok(None);
+            // The shipped tail and the new bytes in one read: only if the
+            // tail is intact do the new bytes follow what the server has.
+            let tail_at = self.shipped - self.tail_len as u64;
+            let want = self.tail_len + max.min(to_usize(size - self.shipped));
+            read_at(file, tail_at, want, buf)?;
+            if buf.starts_with(&self.tail[..self.tail_len]) {
+                buf.drain(..self.tail_len);
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(Chunk {
+                    identity,
+                    modified: mtime(&meta),
+                    offset: self.shipped,
+                    len: buf.len(),
+                    restart: false,
+                }));
             }
-            return Ok(Some(Chunk {
-                identity,
-                modified: mtime(&meta),
-                offset: self.shipped,
-                len: buf.len(),
-                restart: false,
-            }));
         }
         // Replaced, shrunk, rewritten in place (the shipped tail changed),
         // or the same size with another mtime: the whole file again.

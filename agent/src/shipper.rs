@@ -78,6 +78,8 @@ pub(crate) enum Pass {
 enum Step {
     /// Something happened that may let more happen: go round again.
     Progress,
+    /// An upload gave the server all the file had when it was read.
+    CaughtUp,
     Idle,
     /// The file has bytes to send at this instant (its pace, or a hold):
     /// further writes to it change nothing until then.
@@ -112,6 +114,10 @@ pub(crate) struct Shipper<T> {
     buf: Vec<u8>,
     /// Files that ended the last pass waiting with bytes to send.
     waiting: Vec<usize>,
+    /// The files a round visits, and those it caught up: kept across
+    /// passes, so a pass allocates nothing.
+    revisit: Vec<usize>,
+    caught_up: Vec<usize>,
 }
 
 impl<T: Transport> Shipper<T> {
@@ -132,6 +138,8 @@ impl<T: Transport> Shipper<T> {
             outage: None,
             buf: Vec::with_capacity(CHUNK),
             waiting: Vec::new(),
+            revisit: Vec::new(),
+            caught_up: Vec::new(),
         }
     }
 
@@ -154,17 +162,30 @@ impl<T: Transport> Shipper<T> {
     /// cannot starve the others, until nothing is due, the server fails, or
     /// the round's time is up.
     pub(crate) fn pass(&mut self, round: Round) -> Pass {
+        let mut until: Option<Instant> = None;
+        let mut held_back = false;
+        // Whether this round visits only the files the last one caught up.
+        let mut short_round = false;
         loop {
             let mut progress = false;
-            let mut held_back = false;
-            let mut until: Option<Instant> = None;
-            self.waiting.clear();
-            // Every file each round, even while one has a backlog: a write
-            // to another file may have come since, and must not wait for
-            // the backlog (a 5 GiB file) to be gone.
-            for i in 0..self.files.len() {
+            if short_round {
+                std::mem::swap(&mut self.caught_up, &mut self.revisit);
+            } else {
+                // Every file each full round, even while one has a
+                // backlog: a write to another file may have come since,
+                // and must not wait for the backlog (a 5 GiB file) to go.
+                self.revisit.clear();
+                self.revisit.extend(0..self.files.len());
+                self.waiting.clear();
+                until = None;
+                held_back = false;
+            }
+            self.caught_up.clear();
+            for k in 0..self.revisit.len() {
+                let i = self.revisit[k];
                 match self.step(i, round) {
                     Step::Progress => progress = true,
+                    Step::CaughtUp => self.caught_up.push(i),
                     Step::Idle => {}
                     Step::Wait(t) => {
                         self.waiting.push(i);
@@ -175,12 +196,23 @@ impl<T: Transport> Shipper<T> {
                     Step::Stop(pass) => return pass,
                 }
             }
-            if progress {
+            // After uploads that only caught files up, the daemon looks
+            // again at those files alone (their pace, a repair's timer): a
+            // write to any other since then raised an inotify event, which
+            // starts another pass, or the stat poll looks within a second.
+            // A full round would stat every file again per upload, only to
+            // find nothing. `--exit` and the flush look until nothing is
+            // left.
+            if progress || !self.caught_up.is_empty() {
+                short_round = !progress && round == Round::Daemon;
                 continue;
             }
             return match until {
                 // It came due while this round went on: go again.
-                Some(t) if t <= Instant::now() => continue,
+                Some(t) if t <= Instant::now() => {
+                    short_round = false;
+                    continue;
+                }
                 Some(until) => Pass::Waiting { until },
                 None if held_back => Pass::HeldBack,
                 None => Pass::Done,
@@ -330,17 +362,22 @@ impl<T: Transport> Shipper<T> {
                         ""
                     }
                 );
-                match send {
+                let step = match send {
                     Send::Forward => {
                         f.cursor.commit(&chunk, &self.buf);
                         f.pace = FilePace::after_upload(chunk.len, CHUNK, Instant::now());
+                        match f.pace {
+                            FilePace::Backlog => Step::Progress,
+                            _ => Step::CaughtUp,
+                        }
                     }
                     Send::Repair => {
                         if let Some(r) = &mut f.repair {
                             r.next = chunk.offset + chunk.len as u64;
                         }
+                        Step::Progress
                     }
-                }
+                };
                 if f.hold.take().is_some() {
                     info!("{}: the server takes it again", f.alias);
                 }
@@ -348,7 +385,7 @@ impl<T: Transport> Shipper<T> {
                 if let Some(kind) = self.outage.take() {
                     info!("server is taking uploads again (after: {kind}); resuming from each file's cursor");
                 }
-                Step::Progress
+                step
             }
             // A fault is about this file (a receiver's cap, a lock, a planted
             // link): its own hold backs it off; the server itself is fine,
