@@ -203,7 +203,7 @@ impl Service {
         }
         let data = match base64_decode(data_text) {
             Ok(d) => d,
-            Err(e) => return refuse(Cause::BadData, format!("data is not base64: {}", e.0)),
+            Err(e) => return refuse(Cause::BadData, format!("data is not base64: {e}")),
         };
         record.upload = Some((system.clone(), file.clone(), *size, *offset, data.len()));
         if *offset != -1 && *size != data.len() as i64 {
@@ -230,7 +230,7 @@ impl Service {
                 Answer::Value(Value::Bool(true))
             }
             Err(StoreError::Refused(kind, why)) => refuse(kind.into(), why),
-            Err(StoreError::Io(why)) => refuse(Cause::DiskError, format!("{why}; not stored")),
+            Err(e @ StoreError::Io { .. }) => refuse(Cause::DiskError, format!("{e}; not stored")),
         }
     }
 
