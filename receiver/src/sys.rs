@@ -176,26 +176,6 @@ pub fn poll_readable(fd: &impl AsRawFd, timeout_ms: i32) -> bool {
     unsafe { libc::poll(&mut p, 1, timeout_ms) > 0 }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in UTC, by the C library's calendar.
-pub fn utc_now() -> String {
-    // SAFETY: time() and gmtime_r() write only into the locals given.
-    let tm = unsafe {
-        let t = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::gmtime_r(&t, &mut tm);
-        tm
-    };
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
-}
-
 /// Opens the file `name` below `dir` for reading only (the live view),
 /// never following a symlink and never blocking on a FIFO.
 pub fn open_read_below(dir: &Fd, name: &CStr) -> io::Result<Fd> {
