@@ -48,7 +48,7 @@ def race_rounds(port_store, port_refuse, logdir, rounds, tag="race"):
 def main():
     args = common.parse_args(__doc__)
     os.makedirs(args.work, exist_ok=True)
-    flags = ["--max-file-size", "1K", "--rate", "100000", "--burst", "100000"]
+    flags = ["--max-file-size", "1K", "--max-files-per-system", "100000", "--rate", "100000", "--burst", "100000"]
     a = common.Receiver(args.receiver, args.work, "shared-a", flags)
     b = None
     try:
