@@ -2,8 +2,8 @@
 """Two receivers on one log directory (issue 22, hole 4): a call that is
 refused must never remove a file it did not create. Each round, one
 receiver stores the first chunk of a new file while the other refuses a call
-for the same new name (over --max-file-size); an acknowledged chunk must be
-on disk afterwards.
+for the same new name (offset -2, which means nothing); an acknowledged
+chunk must be on disk afterwards.
 
     python3 ci/receiver/attacks/shared_dir.py --receiver BIN --work DIR
 
@@ -19,8 +19,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-# Over the receivers' --max-file-size 1K: always refused.
-REFUSED = os.urandom(2048)
+# Rounds per system directory: under the default --max-files-per-system.
+ROUNDS_PER_SYSTEM = 500
 
 
 def race_rounds(port_store, port_refuse, logdir, rounds, tag="race"):
@@ -30,15 +30,15 @@ def race_rounds(port_store, port_refuse, logdir, rounds, tag="race"):
     acked = lost = 0
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         for i in range(rounds):
-            name = f"{tag}{i}.log"
+            system, name = f"shared{i // ROUNDS_PER_SYSTEM}", f"{tag}{i}.log"
             chunk = f"chunk {i}\n".encode()
-            stored = pool.submit(common.upload, port_store, "shared01", name, 0, chunk, "127.0.4.1")
-            refused = pool.submit(common.upload, port_refuse, "shared01", name, 0, REFUSED, "127.0.4.2")
+            stored = pool.submit(common.upload, port_store, system, name, 0, chunk, "127.0.4.1")
+            refused = pool.submit(common.upload, port_refuse, system, name, -2, chunk, "127.0.4.2")
             refused.result()
             if stored.result():
                 acked += 1
                 try:
-                    on_disk = open(os.path.join(logdir, "shared01", name), "rb").read()
+                    on_disk = open(os.path.join(logdir, system, name), "rb").read()
                 except FileNotFoundError:
                     on_disk = None
                 lost += on_disk != chunk
@@ -48,7 +48,7 @@ def race_rounds(port_store, port_refuse, logdir, rounds, tag="race"):
 def main():
     args = common.parse_args(__doc__)
     os.makedirs(args.work, exist_ok=True)
-    flags = ["--max-file-size", "1K", "--max-files-per-system", "100000", "--rate", "100000", "--burst", "100000"]
+    flags = ["--rate", "100000", "--burst", "100000"]
     a = common.Receiver(args.receiver, args.work, "shared-a", flags)
     b = None
     try:
