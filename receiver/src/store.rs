@@ -796,6 +796,27 @@ mod tests {
     /// they are.
     const U: usize = MIN_CHARGE as usize * 2;
 
+    /// The message of a refusal of `kind`; panics on anything else.
+    fn refusal(r: Result<Stored, StoreError>, kind: Refusal) -> String {
+        match r {
+            Err(StoreError::Refused(k, m)) if k == kind => m,
+            other => panic!("expected a {kind:?} refusal, got {other:?}"),
+        }
+    }
+
+    /// A log directory already holding `files` (`system/file`, size), opened
+    /// with `caps`.
+    fn holding(files: &[(&str, usize)], caps: Caps) -> (tempfile::TempDir, PathBuf, LogDir) {
+        let (tmp, root) = scratch();
+        for (path, size) in files {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, vec![b'o'; *size]).unwrap();
+        }
+        let d = LogDir::open(&root, caps).unwrap();
+        (tmp, root, d)
+    }
+
     #[test]
     fn cobbler_offset_semantics() {
         let (_tmp, root) = scratch();
@@ -918,35 +939,25 @@ mod tests {
 
     #[test]
     fn caps_per_file_and_per_system() {
-        let (_tmp, root) = scratch();
-        std::fs::create_dir(root.join("web01")).unwrap();
         // What is already on disk counts toward the system's cap.
-        std::fs::write(root.join("web01/old.log"), vec![b'o'; 40 * U]).unwrap();
-        let d = LogDir::open(
-            &root,
+        let (_tmp, root, d) = holding(
+            &[("web01/old.log", 40 * U)],
             Caps {
                 file_bytes: 50 * U as u64,
                 system_bytes: 100 * U as u64,
                 ..BIG
             },
-        )
-        .unwrap();
+        );
         d.write("web01", "a.log", 50 * U as i64, 0, &vec![b'a'; 50 * U])
             .unwrap();
-        let e = d
-            .write("web01", "a.log", 1, 50 * U as i64, b"x")
-            .unwrap_err();
-        assert!(
-            matches!(e, StoreError::Refused(Refusal::FileCap, ref m) if m.contains("per file")),
-            "{e:?}"
-        );
-        let e = d
-            .write("web01", "b.log", 11 * U as i64, 0, &vec![b'b'; 11 * U])
-            .unwrap_err();
-        assert!(
-            matches!(e, StoreError::Refused(Refusal::SystemCap, ref m) if m.contains("per system")),
-            "{e:?}"
-        );
+        assert!(refusal(
+            d.write("web01", "a.log", 1, 50 * U as i64, b"x"),
+            Refusal::FileCap
+        )
+        .contains("per file"));
+        let big = vec![b'b'; 11 * U];
+        let refused = d.write("web01", "b.log", big.len() as i64, 0, &big);
+        assert!(refusal(refused, Refusal::SystemCap).contains("per system"));
         assert!(
             !root.join("web01/b.log").exists(),
             "a refused call creates nothing"
@@ -970,30 +981,24 @@ mod tests {
         // Invented system names each under their own cap, but together
         // over the directory's: the upload that would pass it is refused,
         // and leaves no directory behind.
-        let (_tmp, root) = scratch();
-        std::fs::create_dir(root.join("old")).unwrap();
-        std::fs::write(root.join("old/a.log"), vec![b'o'; 5 * U]).unwrap();
-        let d = LogDir::open(
-            &root,
+        let (_tmp, root, d) = holding(
+            &[("old/a.log", 5 * U)],
             Caps {
                 total_bytes: 20 * U as u64,
                 ..BIG
             },
-        )
-        .unwrap();
+        );
         assert_eq!(d.total_charged(), 5 * U as u64, "what was there counts");
         let chunk = vec![b'x'; 7 * U];
         d.write("fake1", "a.log", chunk.len() as i64, 0, &chunk)
             .unwrap();
         d.write("fake2", "a.log", chunk.len() as i64, 0, &chunk)
             .unwrap();
-        let e = d
-            .write("fake3", "a.log", chunk.len() as i64, 0, &chunk)
-            .unwrap_err();
-        assert!(
-            matches!(e, StoreError::Refused(Refusal::TotalCap, ref m) if m.contains("--max-total-size")),
-            "{e:?}"
-        );
+        assert!(refusal(
+            d.write("fake3", "a.log", chunk.len() as i64, 0, &chunk),
+            Refusal::TotalCap
+        )
+        .contains("--max-total-size"));
         assert!(
             !root.join("fake3").exists(),
             "no directory for a refused name"
@@ -1019,10 +1024,8 @@ mod tests {
         for f in ["a", "b", "c"] {
             d.write("web01", f, 0, 0, b"").unwrap();
         }
-        let e = d.write("web01", "d", 0, 0, b"").unwrap_err();
         assert!(
-            matches!(e, StoreError::Refused(Refusal::FilesPerSystem, ref m) if m.contains("3 files")),
-            "{e:?}"
+            refusal(d.write("web01", "d", 0, 0, b""), Refusal::FilesPerSystem).contains("3 files")
         );
         assert!(!root.join("web01/d").exists());
         // Existing files can still be written.
@@ -1031,11 +1034,7 @@ mod tests {
         assert_eq!(d.total_charged(), 3 * MIN_CHARGE);
         d.write("web02", "a", 0, 0, b"").unwrap();
         d.write("web02", "b", 0, 0, b"").unwrap();
-        let e = d.write("web02", "c", 0, 0, b"").unwrap_err();
-        assert!(
-            matches!(e, StoreError::Refused(Refusal::TotalCap, _)),
-            "{e:?}"
-        );
+        refusal(d.write("web02", "c", 0, 0, b""), Refusal::TotalCap);
     }
 
     #[test]
@@ -1049,10 +1048,9 @@ mod tests {
             },
         )
         .unwrap();
-        let e = d.write("web01", "a.log", 1, 0, b"x").unwrap_err();
         assert!(
-            matches!(e, StoreError::Refused(Refusal::FreeSpace, ref m) if m.contains("--min-free-space")),
-            "{e:?}"
+            refusal(d.write("web01", "a.log", 1, 0, b"x"), Refusal::FreeSpace)
+                .contains("--min-free-space")
         );
         assert!(!root.join("web01").exists());
         // What does not grow a file passes: a full disk can still be cut down.
