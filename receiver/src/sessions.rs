@@ -38,8 +38,15 @@ struct Session {
 pub struct Sessions {
     idle: Duration,
     open: Mutex<HashMap<(String, String), Session>>,
-    noise: Mutex<HashMap<IpAddr, (Instant, u64)>>,
+    noise: Mutex<HashMap<IpAddr, NoiseWindow>>,
     budgets: Mutex<HashMap<IpAddr, LineBudget>>,
+}
+
+/// A client's minute of unreadable requests: when its one line was
+/// logged, and how many were not since.
+struct NoiseWindow {
+    logged: Instant,
+    quiet: u64,
 }
 
 /// Session lines a client may cause in a minute (LINE_WINDOW) before its
@@ -224,7 +231,7 @@ impl Sessions {
         self.noise
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (at, _)| now.saturating_duration_since(*at) < Duration::from_secs(60));
+            .retain(|_, w| now.saturating_duration_since(w.logged) < LINE_WINDOW);
         lines
     }
 
@@ -234,11 +241,13 @@ impl Sessions {
         let now = Instant::now();
         let mut noise = self.noise.lock().unwrap_or_else(|e| e.into_inner());
         match noise.get_mut(&client) {
-            Some((at, n)) if now.saturating_duration_since(*at) < Duration::from_secs(60) => {
-                *n += 1
-            }
+            Some(w) if now.saturating_duration_since(w.logged) < LINE_WINDOW => w.quiet += 1,
             _ => {
-                let quiet = noise.insert(client, (now, 0)).map_or(0, |(_, n)| n);
+                let fresh = NoiseWindow {
+                    logged: now,
+                    quiet: 0,
+                };
+                let quiet = noise.insert(client, fresh).map_or(0, |w| w.quiet);
                 let more = if quiet > 0 {
                     format!(" ({quiet} more from it in the minute before)")
                 } else {
