@@ -267,7 +267,7 @@ impl<T: Transport> Client<T> {
 
     fn call_at(&mut self, path: &str, body: &[u8], timeout: Duration) -> Result<Value, Error> {
         let resp = self.transport.post(path, body, timeout)?;
-        match xmlrpc::parse_response(&resp).map_err(|e| Error::NotXmlRpc(e.0))? {
+        match xmlrpc::parse_response(&resp).map_err(|e| Error::NotXmlRpc(e.to_string()))? {
             Response::Value(v) => Ok(v),
             Response::Fault { code, message } => Err(Error::Fault { code, message }),
         }

@@ -2,6 +2,7 @@
 //! on. I/O failures keep their `io::Error` as the source, so the log line
 //! says what the system said.
 
+use anamon_xmlrpc::Escaped;
 use std::fmt;
 use std::io;
 
@@ -95,19 +96,33 @@ impl std::error::Error for Error {
     }
 }
 
-/// Whitespace folded, cut at `max` characters: faults carry Python
-/// tracebacks, and a log line must stay one line.
+/// Whitespace folded, cut at `max` characters, then escaped: faults carry
+/// Python tracebacks, a log line must stay one line, and a hostile server's
+/// ESC, BEL or U+202E must not reach the admin's terminal raw.
 pub(crate) fn one_line(s: &str, max: usize) -> String {
     let folded = s.split_whitespace().collect::<Vec<_>>().join(" ");
     match folded.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &folded[..i]),
-        None => folded,
+        Some((i, _)) => format!("{}…", Escaped(&folded[..i])),
+        None => Escaped(&folded).to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_servers_fault_string_reaches_the_log_escaped() {
+        let e = Error::Fault {
+            code: 1,
+            message: "ok\x1b[2J\x07 \u{202e}gol.nimda\r\nanamon[1]: forged".into(),
+        };
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            "server fault 1: ok\\x1b[2J\\x07 \\u{202e}gol.nimda anamon[1]: forged"
+        );
+    }
 
     #[test]
     fn io_failures_keep_their_cause() {

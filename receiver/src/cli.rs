@@ -42,6 +42,18 @@ pub struct Args {
     /// most bytes stored for one system (default 1G)
     #[argh(option, default = "String::from(\"1G\")")]
     max_system_size: String,
+    /// most bytes stored in the whole log directory, all systems together
+    /// (default 20G; each file counts at least 4 KiB)
+    #[argh(option, default = "String::from(\"20G\")")]
+    max_total_size: String,
+    /// most files stored for one system (default 1000; an install sends
+    /// a few dozen)
+    #[argh(option, default = "1000")]
+    max_files_per_system: u64,
+    /// free space left on the log directory's file system: uploads that
+    /// would go below it are refused (default 1G)
+    #[argh(option, default = "String::from(\"1G\")")]
+    min_free_space: String,
     /// requests per second one client address may make on average
     /// (default 100)
     #[argh(option, default = "100")]
@@ -105,6 +117,9 @@ pub struct Config {
     pub cobbler_api: Option<crate::known::Endpoint>,
     pub max_file_size: u64,
     pub max_system_size: u64,
+    pub max_total_size: u64,
+    pub max_files_per_system: u64,
+    pub min_free_space: u64,
     pub rate: u32,
     pub burst: u32,
     pub max_connections: usize,
@@ -197,6 +212,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             window: Duration::from_secs(a.view_window.max(1)),
         }),
     };
+    if a.max_files_per_system == 0 {
+        return Err("--max-files-per-system must be at least 1".into());
+    }
     if a.max_connections == 0 || a.rate == 0 || a.timeout == 0 || a.session_idle == 0 {
         return Err(
             "--max-connections, --rate, --timeout and --session-idle must be at least 1".into(),
@@ -215,6 +233,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         },
         max_file_size: size("--max-file-size", &a.max_file_size)?,
         max_system_size: size("--max-system-size", &a.max_system_size)?,
+        max_total_size: size("--max-total-size", &a.max_total_size)?,
+        max_files_per_system: a.max_files_per_system,
+        min_free_space: size_or_zero("--min-free-space", &a.min_free_space)?,
         rate: a.rate,
         burst: a.burst.max(1),
         max_connections: a.max_connections,
@@ -244,6 +265,15 @@ fn checked_name(name: &str, flag: &str) -> Result<String, String> {
             "{flag}: {name:?} is not a name Cobbler accepts ({})",
             anamon_names::SYSTEM_NAME_RULE
         ))
+    }
+}
+
+/// A size that may be "0" (no floor).
+fn size_or_zero(flag: &str, text: &str) -> Result<u64, String> {
+    if text.trim() == "0" {
+        Ok(0)
+    } else {
+        size(flag, text)
     }
 }
 
@@ -288,6 +318,12 @@ mod tests {
         assert!(c.view.is_none(), "the view is off by default");
         assert_eq!((c.max_file_size, c.max_system_size), (256 << 20, 1 << 30));
         assert_eq!(c.max_request_size, 1 << 20);
+        assert_eq!(
+            (c.max_total_size, c.max_files_per_system, c.min_free_space),
+            (20 << 30, 1000, 1 << 30)
+        );
+        let c = run(&["--min-free-space", "0", "--max-total-size", "64M"]).unwrap();
+        assert_eq!((c.min_free_space, c.max_total_size), (0, 64 << 20));
     }
 
     #[test]
@@ -305,6 +341,9 @@ mod tests {
             &["--token-file", "/nonexistent/token"],
             &["--trusted-proxy", "proxy.lab"],
             &["--view", "nowhere"],
+            &["--max-total-size", "0"],
+            &["--max-files-per-system", "0"],
+            &["--min-free-space", "lots"],
         ] {
             let e = run(bad).unwrap_err();
             assert!(!e.contains('\n'), "{e}");

@@ -51,6 +51,9 @@ fn serve(cfg: Config) -> Result<(), String> {
         Caps {
             file_bytes: cfg.max_file_size,
             system_bytes: cfg.max_system_size,
+            total_bytes: cfg.max_total_size,
+            files_per_system: cfg.max_files_per_system,
+            min_free_bytes: cfg.min_free_space,
         },
     )
     .map_err(|e| format!("cannot use log directory {}: {e}", cfg.dir.display()))?;

@@ -31,6 +31,12 @@ pub enum Cause {
     BadData,
     FileCap,
     SystemCap,
+    /// A new file in a system already at `--max-files-per-system`.
+    FilesPerSystem,
+    /// The whole log directory at `--max-total-size`.
+    TotalCap,
+    /// The file system down to `--min-free-space`.
+    FreeSpace,
     /// A symlink, hard link, FIFO or directory where the log should be.
     NotPlain,
     /// An offset or final size that means nothing.
@@ -42,7 +48,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    const ALL: [Cause; 15] = [
+    const ALL: [Cause; 18] = [
         Cause::RateCap,
         Cause::NotXmlRpc,
         Cause::UnknownMethod,
@@ -54,6 +60,9 @@ impl Cause {
         Cause::BadData,
         Cause::FileCap,
         Cause::SystemCap,
+        Cause::FilesPerSystem,
+        Cause::TotalCap,
+        Cause::FreeSpace,
         Cause::NotPlain,
         Cause::BadRange,
         Cause::DiskError,
@@ -73,6 +82,9 @@ impl Cause {
             Cause::BadData => "bad_data",
             Cause::FileCap => "file_cap",
             Cause::SystemCap => "system_cap",
+            Cause::FilesPerSystem => "files_per_system",
+            Cause::TotalCap => "total_cap",
+            Cause::FreeSpace => "free_space",
             Cause::NotPlain => "not_plain",
             Cause::BadRange => "bad_range",
             Cause::DiskError => "disk_error",
@@ -86,6 +98,9 @@ impl From<Refusal> for Cause {
         match r {
             Refusal::FileCap => Cause::FileCap,
             Refusal::SystemCap => Cause::SystemCap,
+            Refusal::FilesPerSystem => Cause::FilesPerSystem,
+            Refusal::TotalCap => Cause::TotalCap,
+            Refusal::FreeSpace => Cause::FreeSpace,
             Refusal::NotPlain => Cause::NotPlain,
             Refusal::BadRange => Cause::BadRange,
         }
@@ -182,6 +197,19 @@ mod tests {
         assert!(out.contains("anamon_receiver_refusals_total{cause=\"system_cap\"} 1\n"));
         assert!(out.contains("anamon_receiver_refusals_total{cause=\"not_plain\"} 2\n"));
         assert!(out.contains("anamon_receiver_refusals_total{cause=\"http\"} 0\n"));
+        c.refused(Refusal::TotalCap.into());
+        c.refused(Refusal::FreeSpace.into());
+        c.refused(Refusal::FilesPerSystem.into());
+        let mut out = String::new();
+        c.render(&mut out);
+        for cause in ["total_cap", "free_space", "files_per_system"] {
+            assert!(
+                out.contains(&format!(
+                    "anamon_receiver_refusals_total{{cause=\"{cause}\"}} 1\n"
+                )),
+                "{out}"
+            );
+        }
         // Every sample line is `name{labels} value`, every family typed once.
         for line in out.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();

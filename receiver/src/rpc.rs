@@ -10,7 +10,7 @@ use crate::metrics::{Cause, COUNTERS};
 use crate::sessions::{Outcome, Sessions};
 use crate::store::{LogDir, StoreError};
 use anamon_xmlrpc::server::{base64_decode, encode_fault, encode_response, parse_call};
-use anamon_xmlrpc::Value;
+use anamon_xmlrpc::{Escaped, Value};
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::IpAddr;
@@ -46,7 +46,16 @@ enum Answer {
 #[derive(Default)]
 struct CallRecord {
     method: Option<String>,
-    upload: Option<(String, String, i64, i64, usize)>,
+    upload: Option<UploadFacts>,
+}
+
+/// What an `upload_log_data` call asked for, once its arguments were read.
+struct UploadFacts {
+    system: String,
+    file: String,
+    size: i64,
+    offset: i64,
+    data_len: usize,
 }
 
 impl Service {
@@ -96,7 +105,8 @@ impl Service {
             other => {
                 COUNTERS.refused(Cause::UnknownMethod);
                 Answer::Fault(format!(
-                    "anamon-receiver: method {other:?} is not served here (only upload_log_data)"
+                    "anamon-receiver: method \"{}\" is not served here (only upload_log_data)",
+                    Escaped(other)
                 ))
             }
         }
@@ -107,7 +117,7 @@ impl Service {
         // Every refusal ends here as a fault or a bare False; the ones with a
         // cause of their own were counted where they were found.
         match (&answer, &record.upload) {
-            (Answer::Value(Value::Bool(true)), Some((.., len))) => COUNTERS.stored(*len as u64),
+            (Answer::Value(Value::Bool(true)), Some(up)) => COUNTERS.stored(up.data_len as u64),
             (Answer::Value(Value::Bool(false)), _) => COUNTERS.refused(Cause::Malformed),
             _ => {}
         }
@@ -203,9 +213,15 @@ impl Service {
         }
         let data = match base64_decode(data_text) {
             Ok(d) => d,
-            Err(e) => return refuse(Cause::BadData, format!("data is not base64: {}", e.0)),
+            Err(e) => return refuse(Cause::BadData, format!("data is not base64: {e}")),
         };
-        record.upload = Some((system.clone(), file.clone(), *size, *offset, data.len()));
+        record.upload = Some(UploadFacts {
+            system: system.clone(),
+            file: file.clone(),
+            size: *size,
+            offset: *offset,
+            data_len: data.len(),
+        });
         if *offset != -1 && *size != data.len() as i64 {
             self.sessions.record(
                 system,
@@ -230,7 +246,7 @@ impl Service {
                 Answer::Value(Value::Bool(true))
             }
             Err(StoreError::Refused(kind, why)) => refuse(kind.into(), why),
-            Err(StoreError::Io(why)) => refuse(Cause::DiskError, format!("{why}; not stored")),
+            Err(e @ StoreError::Io { .. }) => refuse(Cause::DiskError, format!("{e}; not stored")),
         }
     }
 
@@ -244,11 +260,14 @@ impl Service {
             Some(m) => line += &json_str(m),
             None => line += "null",
         }
-        if let Some((system, file, size, offset, len)) = &record.upload {
+        if let Some(up) = &record.upload {
             line += &format!(
-                ", \"sys_name\": {}, \"file\": {}, \"size\": {size}, \"offset\": {offset}, \"data_len\": {len}",
-                json_str(system),
-                json_str(file)
+                ", \"sys_name\": {}, \"file\": {}, \"size\": {}, \"offset\": {}, \"data_len\": {}",
+                json_str(&up.system),
+                json_str(&up.file),
+                up.size,
+                up.offset,
+                up.data_len
             );
         }
         match answer {
@@ -286,7 +305,13 @@ pub(crate) fn json_str(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            // Controls, and everything outside ASCII (a U+202E would turn
+            // the line around in a terminal): as \uXXXX, UTF-16 as JSON has it.
+            c if (c as u32) < 0x20 || (c as u32) >= 0x7f => {
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
             c => out.push(c),
         }
     }
@@ -299,6 +324,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_forged_method_name_is_escaped_in_the_fault_and_the_call_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let call_log = dir.path().join("calls.jsonl");
+        let service = Service {
+            store: LogDir::open(
+                &dir.path().join("logs"),
+                crate::store::Caps {
+                    file_bytes: 1 << 20,
+                    system_bytes: 1 << 20,
+                    total_bytes: 1 << 30,
+                    files_per_system: 10,
+                    min_free_bytes: 0,
+                },
+            )
+            .unwrap(),
+            policy: Policy::default(),
+            rate: RateLimiter::new(100, 100),
+            sessions: Sessions::new(std::time::Duration::from_secs(60)),
+            call_log: Some(Mutex::new(std::fs::File::create(&call_log).unwrap())),
+        };
+        let body = "<?xml version='1.0'?><methodCall><methodName>upload\nanamon-receiver: forged\x1b[2J\x07\u{202e}</methodName><params/></methodCall>";
+        let answer = service.answer("127.0.0.1".parse().unwrap(), body.as_bytes());
+        let answer = String::from_utf8(answer).unwrap();
+        let fault = &answer[answer.find("is not served").unwrap() - 80..];
+        assert!(
+            answer.contains("upload\\x0aanamon-receiver: forged\\x1b[2J\\x07\\u{202e}"),
+            "{answer}"
+        );
+        assert!(!fault.contains(['\x1b', '\x07', '\u{202e}']), "{fault:?}");
+        let logged = std::fs::read_to_string(&call_log).unwrap();
+        assert_eq!(logged.lines().count(), 1, "{logged:?}");
+        assert!(
+            logged.is_ascii() && !logged.contains('\x1b') && logged.ends_with("}\n"),
+            "{logged:?}"
+        );
+    }
+
+    #[test]
     fn secrets_compare_whole() {
         assert!(same_secret(b"abc", b"abc"));
         assert!(!same_secret(b"abc", b"abd"));
@@ -308,5 +371,9 @@ mod tests {
     #[test]
     fn json_strings_escape_controls() {
         assert_eq!(json_str("a\"b\\c\n\0"), "\"a\\\"b\\\\c\\u000a\\u0000\"");
+        assert_eq!(
+            json_str("\x1b\x7f\u{202e}é😀"),
+            "\"\\u001b\\u007f\\u202e\\u00e9\\ud83d\\ude00\""
+        );
     }
 }

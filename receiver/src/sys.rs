@@ -62,34 +62,50 @@ pub fn mkdir_below(dir: &Fd, name: &CStr) -> io::Result<bool> {
     }
 }
 
-/// Opens (creating, 0644) the file `name` below `dir` for writing, never
-/// following a symlink and never blocking on a FIFO. Returns whether it was
-/// created by this call.
-pub fn open_file_below(dir: &Fd, name: &CStr) -> io::Result<(Fd, bool)> {
+/// Opens the existing file `name` below `dir` for writing, never following
+/// a symlink and never blocking on a FIFO; `None` if there is no such name.
+pub fn open_file_below(dir: &Fd, name: &CStr) -> io::Result<Option<Fd>> {
     let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
-    // SAFETY (both calls): a valid directory descriptor, a NUL-terminated
-    // name, constant flags and mode.
-    match owned(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            flags | libc::O_CREAT | libc::O_EXCL,
-            0o644 as libc::c_uint,
-        )
-    }) {
-        Ok(fd) => Ok((fd, true)),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })
-                .map(|fd| (fd, false))
-        }
+    // SAFETY: a valid directory descriptor, a NUL-terminated name, constant
+    // flags.
+    match owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) }) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// Removes the file `name` below `dir`.
-pub fn unlink_below(dir: &Fd, name: &CStr) -> io::Result<()> {
-    // SAFETY: a valid directory descriptor and a NUL-terminated name.
-    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
+/// Creates the file `name` (0644) below `dir` and opens it for writing;
+/// `None` if the name exists already (another writer made it first).
+pub fn create_file_below(dir: &Fd, name: &CStr) -> io::Result<Option<Fd>> {
+    let flags = libc::O_RDWR
+        | libc::O_NOFOLLOW
+        | libc::O_NONBLOCK
+        | libc::O_CLOEXEC
+        | libc::O_CREAT
+        | libc::O_EXCL;
+    // SAFETY: a valid directory descriptor, a NUL-terminated name, constant
+    // flags and mode.
+    match owned(unsafe {
+        libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, 0o644 as libc::c_uint)
+    }) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding
+/// `fd` (statvfs's `f_bavail` blocks of `f_frsize` bytes).
+pub fn available_bytes(fd: &Fd) -> io::Result<u64> {
+    // SAFETY: `st` is plain data that fstatvfs fills in completely on
+    // success.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        check(libc::fstatvfs(fd.as_raw_fd(), &mut st))?;
+        st
+    };
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 pub fn fstat(fd: &Fd) -> io::Result<libc::stat> {
@@ -99,33 +115,6 @@ pub fn fstat(fd: &Fd) -> io::Result<libc::stat> {
         check(libc::fstat(fd.as_raw_fd(), &mut st))?;
         Ok(st)
     }
-}
-
-pub fn ftruncate(fd: &Fd, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
-    // SAFETY: a valid descriptor.
-    check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(drop)
-}
-
-/// Writes all of `data` at `offset`, or fails.
-pub fn pwrite_all(fd: &Fd, mut data: &[u8], mut offset: u64) -> io::Result<()> {
-    while !data.is_empty() {
-        let off = file_offset(offset)?;
-        // SAFETY: `data` is a live slice of `data.len()` readable bytes.
-        let n = retry_eintr(|| unsafe {
-            libc::pwrite(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), off)
-        })?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "pwrite wrote nothing",
-            ));
-        }
-        data = &data[n..];
-        offset += n as u64;
-    }
-    Ok(())
 }
 
 fn file_offset(offset: u64) -> io::Result<libc::off_t> {
@@ -145,11 +134,6 @@ fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
             return Err(e);
         }
     }
-}
-
-pub fn fdatasync(fd: &Fd) -> io::Result<()> {
-    // SAFETY: a valid descriptor.
-    check(unsafe { libc::fdatasync(fd.as_raw_fd()) }).map(drop)
 }
 
 pub fn fsync(fd: &Fd) -> io::Result<()> {
@@ -190,26 +174,6 @@ pub fn poll_readable(fd: &impl AsRawFd, timeout_ms: i32) -> bool {
     };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, timeout_ms) > 0 }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in UTC, by the C library's calendar.
-pub fn utc_now() -> String {
-    // SAFETY: time() and gmtime_r() write only into the locals given.
-    let tm = unsafe {
-        let t = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::gmtime_r(&t, &mut tm);
-        tm
-    };
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
 }
 
 /// Opens the file `name` below `dir` for reading only (the live view),

@@ -187,3 +187,64 @@ fn hostile_names_never_leave_the_log_directory() {
             || tree(&r.logdir.clone().join("web01")).is_empty()
     );
 }
+
+#[test]
+fn the_whole_disk_caps_answer_faults_and_count_in_metrics() {
+    // Issue 22: invented system names each under their own cap added up
+    // past any budget, and empty files were free.
+    let r = common::Receiver::start(
+        "disk-caps",
+        &[
+            "--max-total-size",
+            "16K",
+            "--max-files-per-system",
+            "2",
+            "--view",
+            "127.0.0.1:0",
+        ],
+    );
+    let six_k = vec![b'x'; 6 << 10];
+    assert!(r.upload("fake1", "a.log", 0, &six_k));
+    assert!(r.upload("fake2", "a.log", 0, &six_k));
+    let answer = r.post(&upload("fake3", "a.log", 6 << 10, 0, &common::b64(&six_k)));
+    assert!(
+        is_fault(&answer) && answer.contains("--max-total-size"),
+        "{answer}"
+    );
+    assert!(!r.logs().join("fake3").exists());
+    // Empty files count against the file cap (and 4 KiB each against the total).
+    assert!(r.upload("fake1", "b.log", 0, b""));
+    let answer = r.post(&upload("fake1", "c.log", 0, 0, ""));
+    assert!(
+        is_fault(&answer) && answer.contains("cap per system"),
+        "{answer}"
+    );
+    let metrics = r.get("/metrics").text();
+    for cause in ["total_cap", "files_per_system"] {
+        assert!(
+            metrics.contains(&format!(
+                "anamon_receiver_refusals_total{{cause=\"{cause}\"}} 1\n"
+            )),
+            "{metrics}"
+        );
+    }
+}
+
+#[test]
+fn a_forged_request_line_is_one_escaped_log_line() {
+    // ESC, BEL and U+202E in a request's path: each log line stays one
+    // line of printable ASCII (they were written raw).
+    // (A client's unreadable requests are logged once a minute: one is
+    // enough.)
+    let mut r = common::Receiver::start("forged", &[]);
+    r.raw(b"POST /x\x1b[2J\x07\xe2\x80\xae HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    r.peer.stop();
+    let log = r.log_text();
+    assert!(log.contains("\\x1b[2J\\x07\\u{202e}"), "{log}");
+    for line in log.lines() {
+        assert!(
+            line.chars().all(|c| (' '..='~').contains(&c)) && line.contains("anamon-receiver["),
+            "{line:?}"
+        );
+    }
+}

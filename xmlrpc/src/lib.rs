@@ -65,13 +65,49 @@ pub enum Response {
     Fault { code: i64, message: String },
 }
 
-/// Why a response could not be parsed.
+/// Why a document could not be parsed. Its message may quote the peer's
+/// element names and text: it is shown through [`Escaped`], so a hostile
+/// document cannot put a line break or a terminal escape into a log line
+/// or a fault string.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ParseError(pub String);
+pub struct ParseError(String);
+
+impl ParseError {
+    pub(crate) fn new(message: String) -> ParseError {
+        ParseError(message)
+    }
+}
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        Escaped(&self.0).fmt(f)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Text the other end chose, shown so that it stays on one line and shows
+/// what it is: a backslash becomes `\\`, an ASCII control `\xNN` and
+/// anything outside ASCII (C1 controls, bidirectional overrides such as
+/// U+202E, look-alike letters) `\u{NNNN}`. The one escaping used wherever
+/// a peer's text enters a log line or a fault string, by the agent and by
+/// anamon-receiver.
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(i) = rest.find(|c: char| c == '\\' || !(' '..='~').contains(&c)) {
+            f.write_str(&rest[..i])?;
+            let c = rest[i..].chars().next().expect("found at i");
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                c if c.is_ascii() => write!(f, "\\x{:02x}", c as u32)?,
+                c => write!(f, "\\u{{{:04x}}}", c as u32)?,
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        f.write_str(rest)
     }
 }
 
@@ -171,7 +207,7 @@ pub fn parse_response(doc: &[u8]) -> Result<Response, ParseError> {
     let mut p = Parser::new(doc);
     let root = p.expect_start()?;
     if root != "methodResponse" {
-        return Err(ParseError(format!(
+        return Err(ParseError::new(format!(
             "expected <methodResponse>, found <{root}>"
         )));
     }
@@ -191,7 +227,7 @@ pub fn parse_response(doc: &[u8]) -> Result<Response, ParseError> {
             fault_from(v)?
         }
         other => {
-            return Err(ParseError(format!(
+            return Err(ParseError::new(format!(
                 "expected <params> or <fault>, found <{other}>"
             )))
         }
@@ -203,7 +239,7 @@ pub fn parse_response(doc: &[u8]) -> Result<Response, ParseError> {
 
 fn fault_from(v: Value) -> Result<Response, ParseError> {
     let Value::Struct(members) = v else {
-        return Err(ParseError(format!(
+        return Err(ParseError::new(format!(
             "fault value is {} rather than a struct",
             v.describe()
         )));
@@ -219,7 +255,7 @@ fn fault_from(v: Value) -> Result<Response, ParseError> {
     }
     match (code, message) {
         (Some(code), Some(message)) => Ok(Response::Fault { code, message }),
-        _ => Err(ParseError(
+        _ => Err(ParseError::new(
             "fault without an int faultCode and a string faultString".into(),
         )),
     }
@@ -239,7 +275,7 @@ impl<'a> Parser<'a> {
     pub(crate) fn expect_eof(&mut self, root: &str) -> Result<(), ParseError> {
         match self.next_significant()? {
             Event::Eof => Ok(()),
-            _ => Err(ParseError(format!("content after </{root}>"))),
+            _ => Err(ParseError::new(format!("content after </{root}>"))),
         }
     }
 
@@ -252,7 +288,7 @@ impl<'a> Parser<'a> {
                 Event::Text(ref t) if t.iter().all(u8::is_ascii_whitespace) => continue,
                 Event::Comment(_) | Event::Decl(_) | Event::PI(_) => continue,
                 Event::DocType(_) => {
-                    return Err(ParseError(
+                    return Err(ParseError::new(
                         "a DOCTYPE is not XML-RPC (an HTML page?)".into(),
                     ))
                 }
@@ -262,7 +298,7 @@ impl<'a> Parser<'a> {
     }
 
     fn err(&self, e: impl fmt::Display) -> ParseError {
-        ParseError(format!(
+        ParseError::new(format!(
             "malformed XML at byte {}: {e}",
             self.reader.buffer_position()
         ))
@@ -280,7 +316,7 @@ impl<'a> Parser<'a> {
         if got == want {
             Ok(())
         } else {
-            Err(ParseError(format!("expected <{want}>, found <{got}>")))
+            Err(ParseError::new(format!("expected <{want}>, found <{got}>")))
         }
     }
 
@@ -320,7 +356,7 @@ impl<'a> Parser<'a> {
             b"quot" => '"',
             b"apos" => '\'',
             other => {
-                return Err(ParseError(format!(
+                return Err(ParseError::new(format!(
                     "unknown entity &{};",
                     String::from_utf8_lossy(other)
                 )))
@@ -331,7 +367,9 @@ impl<'a> Parser<'a> {
     /// Parses what follows a `<value>` start tag, through its end tag.
     pub(crate) fn value_body(&mut self, depth: usize) -> Result<Value, ParseError> {
         if depth > MAX_DEPTH {
-            return Err(ParseError(format!("values nested deeper than {MAX_DEPTH}")));
+            return Err(ParseError::new(format!(
+                "values nested deeper than {MAX_DEPTH}"
+            )));
         }
         // An untyped value is a string, and may be empty or whitespace-only,
         // so this first read must not skip whitespace.
@@ -385,14 +423,14 @@ impl<'a> Parser<'a> {
             "boolean" => match self.text_until(tag)?.trim() {
                 "0" => Value::Bool(false),
                 "1" => Value::Bool(true),
-                other => return Err(ParseError(format!("bad boolean {other:?}"))),
+                other => return Err(ParseError::new(format!("bad boolean {other:?}"))),
             },
             "int" | "i4" | "i8" => {
                 let t = self.text_until(tag)?;
                 Value::Int(
                     t.trim()
                         .parse()
-                        .map_err(|_| ParseError(format!("bad <{tag}> {t:?}")))?,
+                        .map_err(|_| ParseError::new(format!("bad <{tag}> {t:?}")))?,
                 )
             }
             "string" => Value::Str(self.text_until(tag)?),
@@ -436,7 +474,7 @@ impl<'a> Parser<'a> {
                 }
                 Value::Struct(members)
             }
-            other => return Err(ParseError(format!("unknown XML-RPC type <{other}>"))),
+            other => return Err(ParseError::new(format!("unknown XML-RPC type <{other}>"))),
         })
     }
 }
@@ -447,7 +485,7 @@ fn empty_typed(tag: &str) -> Result<Value, ParseError> {
         "string" => Value::Str(String::new()),
         "base64" => Value::Base64(String::new()),
         "struct" => Value::Struct(Vec::new()),
-        other => return Err(ParseError(format!("empty <{other}/> is not a value"))),
+        other => return Err(ParseError::new(format!("empty <{other}/> is not a value"))),
     })
 }
 
@@ -459,16 +497,42 @@ pub(crate) fn unexpected(ev: &Event<'_>, wanted: &str) -> ParseError {
     let found = match ev {
         Event::Start(s) | Event::Empty(s) => format!("<{}>", name_of(s)),
         Event::End(e) => format!("</{}>", String::from_utf8_lossy(e.name().as_ref())),
-        Event::Text(t) => format!("text {:?}", String::from_utf8_lossy(&t[..t.len().min(40)])),
+        Event::Text(t) => format!(
+            "text \"{}\"",
+            String::from_utf8_lossy(&t[..t.len().min(40)])
+        ),
         Event::Eof => "the end of the document".into(),
         _ => "other markup".into(),
     };
-    ParseError(format!("expected {wanted}, found {found}"))
+    ParseError::new(format!("expected {wanted}, found {found}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_text_is_escaped_in_errors() {
+        assert_eq!(
+            Escaped("a\nb\x1b[2J\u{202e}\\é").to_string(),
+            "a\\x0ab\\x1b[2J\\u{202e}\\\\\\u{00e9}"
+        );
+        // An element name and text the server chose, with LF, ESC, BEL and
+        // a right-to-left override: the message stays one plain line.
+        for doc in [
+            "<methodResponse><ev\u{202e}il/></methodResponse>".to_string(),
+            "<methodResponse>\n<params>x\n\x1b]0;owned\x07 \u{202e}</params></methodResponse>"
+                .into(),
+            "<methodResponse><a\u{202e}></b></methodResponse>".into(),
+        ] {
+            let e = parse_response(doc.as_bytes()).unwrap_err().to_string();
+            assert!(
+                e.chars().all(|c| (' '..='~').contains(&c)),
+                "{doc:?} gave {e:?}"
+            );
+            assert!(e.contains("\\u{202e}") || e.contains("\\x1b"), "{e:?}");
+        }
+    }
 
     fn b64(data: &[u8]) -> String {
         let mut v = Vec::new();

@@ -17,12 +17,14 @@ pub fn parse_call(doc: &[u8]) -> Result<Call, ParseError> {
     let mut p = Parser::new(doc);
     let root = p.expect_start()?;
     if root != "methodCall" {
-        return Err(ParseError(format!("expected <methodCall>, found <{root}>")));
+        return Err(ParseError::new(format!(
+            "expected <methodCall>, found <{root}>"
+        )));
     }
     p.expect_named_start("methodName")?;
     let method = p.text_until("methodName")?.trim().to_string();
     if method.is_empty() {
-        return Err(ParseError("empty <methodName>".into()));
+        return Err(ParseError::new("empty <methodName>".into()));
     }
     let mut params = Vec::new();
     // <params> is optional, and may be empty (`<params/>`).
@@ -138,20 +140,20 @@ pub fn base64_decode(text: &str) -> Result<Vec<u8>, ParseError> {
                 // Padding may only fill the last one or two places of the
                 // final quad.
                 if n < 2 {
-                    return Err(ParseError(format!("base64: '=' out of place at {i}")));
+                    return Err(ParseError::new(format!("base64: '=' out of place at {i}")));
                 }
                 padding += 1;
                 0
             }
             c if c.is_ascii_whitespace() => continue,
             c => {
-                return Err(ParseError(format!(
+                return Err(ParseError::new(format!(
                     "base64: byte 0x{c:02x} at {i} is not in the alphabet"
                 )))
             }
         };
         if padding > 0 && c != b'=' {
-            return Err(ParseError(format!("base64: data after '=' at {i}")));
+            return Err(ParseError::new(format!("base64: data after '=' at {i}")));
         }
         quad[n] = sextet;
         n += 1;
@@ -162,7 +164,7 @@ pub fn base64_decode(text: &str) -> Result<Vec<u8>, ParseError> {
                 | u32::from(quad[3]);
             let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
             if padding > 2 {
-                return Err(ParseError("base64: too much padding".into()));
+                return Err(ParseError::new("base64: too much padding".into()));
             }
             out.extend_from_slice(&bytes[..3 - padding]);
             n = 0;
@@ -173,7 +175,9 @@ pub fn base64_decode(text: &str) -> Result<Vec<u8>, ParseError> {
         }
     }
     if n != 0 {
-        return Err(ParseError("base64: length is not a multiple of 4".into()));
+        return Err(ParseError::new(
+            "base64: length is not a multiple of 4".into(),
+        ));
     }
     Ok(out)
 }

@@ -6,6 +6,7 @@
 use super::index::SystemView;
 use super::state::{Reason, State};
 use super::text;
+use crate::log::utc;
 use crate::rpc::json_str;
 use std::fmt::Write;
 
@@ -344,41 +345,12 @@ pub fn ago(secs: i64) -> String {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` for seconds since the epoch, UTC (the civil
-/// calendar from days, as in Howard Hinnant's `civil_from_days`).
-pub fn utc(t: i64) -> String {
-    // Years 0 to 9999: a planted file may carry any time at all.
-    let t = t.clamp(-62_167_219_200, 253_402_300_799);
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn dates_sizes_ages() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(utc(1_767_225_599), "2025-12-31 23:59:59");
-        assert_eq!(utc(4_107_542_400), "2100-03-01 00:00:00");
-        assert_eq!(utc(i64::MIN), "0000-01-01 00:00:00");
-        assert_eq!(utc(i64::MAX), "9999-12-31 23:59:59");
+    fn sizes_ages() {
         assert_eq!(ago(i64::MIN), "0 s");
         assert_eq!(bytes(1023), "1023 B");
         assert_eq!(bytes(1536), "1.5 KiB");

@@ -8,6 +8,11 @@ use anamon_xmlrpc::Value;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    // An error goes into a log line and a fault: one line of printable
+    // ASCII, whatever the client sent.
+    if let Err(e) = parse_call(data) {
+        assert!(e.to_string().chars().all(|c| (' '..='~').contains(&c)));
+    }
     if let Ok(call) = parse_call(data) {
         for p in &call.params {
             if let Value::Base64(text) | Value::Str(text) = p {

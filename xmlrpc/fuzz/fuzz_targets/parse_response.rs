@@ -6,10 +6,14 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(r) = anamon_xmlrpc::parse_response(data) {
+    match anamon_xmlrpc::parse_response(data) {
         // What the agent does with an answer: describe it for a log line.
-        if let anamon_xmlrpc::Response::Value(v) = r {
+        Ok(anamon_xmlrpc::Response::Value(v)) => {
             let _ = v.describe();
         }
+        Ok(_) => {}
+        // An error goes into a log line: one line of printable ASCII,
+        // whatever the server sent.
+        Err(e) => assert!(e.to_string().chars().all(|c| (' '..='~').contains(&c))),
     }
 });
