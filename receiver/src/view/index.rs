@@ -11,7 +11,7 @@
 //! skipped, and so are files with more than one link (a planted hard link
 //! must not serve another file's contents).
 
-use super::state::{self, Kind, Reason, Scanner, State};
+use super::state::{self, Reason, Scanner, State};
 use crate::sys::{self, Fd};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -209,7 +209,7 @@ impl Index {
                     e.scanner = Scanner::default();
                 }
             }
-            let failures = state::kind_of(file) != Kind::FirstBoot;
+            let source = state::source_of(file);
             while e.scanner.scanned < e.size && budget > 0 {
                 let want = (e.size - e.scanner.scanned).min(budget).min(CHUNK as u64) as usize;
                 buf.resize(want, 0);
@@ -224,7 +224,7 @@ impl Index {
                     let take = (HEAD - e.head.len()).min(n);
                     e.head.extend_from_slice(&buf[..take]);
                 }
-                e.scanner.feed(&buf[..n], failures);
+                e.scanner.feed(&buf[..n], source);
                 budget = budget.saturating_sub(n as u64);
             }
             if e.scanner.scanned < e.size && budget == 0 {

@@ -17,6 +17,7 @@
 
 mod index;
 mod pages;
+mod rules;
 mod state;
 mod text;
 
