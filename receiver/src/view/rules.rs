@@ -111,7 +111,7 @@ enum Rule {
 }
 
 /// Every anchor, with what it stands for and its evidence.
-const RULES: [(&str, Rule); 25] = [
+const RULES: [(&str, Rule); 27] = [
     // lorax src/pylorax/monitor.py LogMonitor.simple_tests, and Anaconda's
     // crash: pyanaconda/exception.py writes anaconda-tb-* with it.
     ("Traceback (", Rule::Traceback),
@@ -184,11 +184,24 @@ const RULES: [(&str, Rule); 25] = [
         "running the kickstart script at line",
         Rule::KickstartScript,
     ),
-    // Anaconda pyanaconda/threads.py (19 and later): an install thread
-    // raised.
+    // Anaconda's thread manager (pyanaconda/threading.py, 19 to 28, then
+    // core/threads.py) when the install or configuration thread raised, and
+    // since the boss runs the install as a DBus task, when that task's
+    // thread raised (corpus bonsai-crash, its journal: "Thread Failed:
+    // AnaTaskThread-RunInstallationTask-1"). Other task threads of the
+    // modules are not here: the same journal shows
+    // UnmountFilesystemsTask failing in runs that went on.
     (
-        "Thread Failed: Ana",
-        Rule::Failure("an installer thread failed"),
+        "Thread Failed: AnaInstallThread",
+        Rule::Failure("the installation thread failed"),
+    ),
+    (
+        "Thread Failed: AnaConfigurationThread",
+        Rule::Failure("the configuration thread failed"),
+    ),
+    (
+        "Thread Failed: AnaTaskThread-RunInstallationTask",
+        Rule::Failure("the installation task failed"),
     ),
     // Anaconda pyanaconda/core/util.py ipmi_report; constants.py
     // IPMI_STARTED 7, IPMI_FINISHED 8, IPMI_ABORTED 9, IPMI_FAILED 0xA.
@@ -317,15 +330,18 @@ fn program(line: &str) -> Option<&str> {
 
 /// `Reporting the IPMI event: N` in Anaconda's log or written by Anaconda
 /// into the syslog. 8 (IPMI_FINISHED) is logged by the installation
-/// progress spoke when the installation task is done; in Anaconda up to
-/// 43.44 the TUI logged it *before* `Finish()` re-raised the task's error
-/// (corpus bonsai-crash: 8, 9 and a crash dump), so a failure found
-/// anywhere still wins over it. 9 (IPMI_ABORTED) is logged whenever the
-/// TUI main loop quits (pyanaconda/ui/tui/__init__.py tui_quit_callback),
-/// so after an 8 it is the normal exit (corpus medba-os, a completed
-/// livemedia-creator run: 8 then 9); alone it is an abort (a %pre that
-/// failed, a kickstart error, the user quitting). 10 (IPMI_FAILED, 0xA) is
-/// logged by the exception handler.
+/// progress spoke after `Finish()` returned, that is after the installation
+/// task raised nothing (pyanaconda/ui/{gui,tui}/spokes/installation_progress.py
+/// `_on_installation_done`, anaconda-43.48; corpus bonsai-crash: the crashed
+/// run's own anaconda.log, kept in its dump, has "The installation has
+/// finished." then "CRT exception: Traceback" and no 8). 9 (IPMI_ABORTED)
+/// is logged whenever the text UI's main loop quits
+/// (pyanaconda/ui/tui/__init__.py `tui_quit_callback`), so after an 8 it is
+/// the normal exit (corpus medba-os and bonsai-lmc, completed
+/// livemedia-creator runs: 8 then 9); alone it is an abort (a failed %pre,
+/// a kickstart error, the user quitting: pyanaconda/kickstart.py,
+/// startup_utils.py). 10 (IPMI_FAILED, 0xA) is logged by the exception
+/// handler (pyanaconda/exception.py).
 fn judge_ipmi(rest: &str, source: Source) -> Option<Signal> {
     if !matches!(source, Source::AnacondaLog | Source::Syslog) {
         return None;

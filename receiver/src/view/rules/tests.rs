@@ -146,9 +146,9 @@ fn lmc_task_queue_ends() {
     );
 }
 
-/// medba-os (Fedora 43 livemedia-creator, completed) and bonsai-crash
-/// (Fedora 43, crashed: PayloadInstallationError, anaconda-tb-yj11b8m4):
-/// both log IPMI 8 then 9; only the crash dump tells them apart.
+/// medba-os and bonsai-lmc (Fedora 43 livemedia-creator, completed): IPMI 8
+/// then 9. bonsai-crash (Fedora 43, crashed: PayloadInstallationError): the
+/// dump, and the crashed run's own anaconda.log and journal inside it.
 #[test]
 fn ipmi_events() {
     assert_eq!(
@@ -178,6 +178,22 @@ fn ipmi_events() {
         "Traceback (most recent call first):",
         Source::CrashDump
     ));
+    assert!(is_failure(
+        "09:24:09,912 CRT exception: Traceback (most recent call last):",
+        ANA
+    ));
+    assert!(is_failure(
+        "Apr 19 09:24:09 dynamic-pd01.res.v6.highway.a1.net org.fedoraproject.Anaconda.Boss[22668]: INFO:anaconda.core.threads:Thread Failed: AnaTaskThread-RunInstallationTask-1 (139960730396352)",
+        SYSLOG
+    ));
+    // A module's other task failing is not the install failing.
+    assert_eq!(
+        says(
+            "Apr 19 09:06:24 dynamic-pd01.res.v6.highway.a1.net org.fedoraproject.Anaconda.Modules.Storage[21282]: INFO:anaconda.core.threads:Thread Failed: AnaTaskThread-UnmountFilesystemsTask-1 (13985100979)",
+            SYSLOG
+        ),
+        None
+    );
 }
 
 /// el-daybreak (CentOS 5.6), el-travisj (CentOS 5), el-biztraumer (CentOS 6
@@ -267,7 +283,7 @@ fn kernel_and_lorax_failures() {
         ),
         (
             "INFO anaconda.threading: Thread Failed: AnaInstallThread (1404)",
-            "an installer thread failed",
+            "the installation thread failed",
         ),
     ] {
         assert_eq!(says(line, SYSLOG), Some(Signal::Failure(want)), "{line}");
