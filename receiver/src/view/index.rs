@@ -11,7 +11,7 @@
 //! skipped, and so are files with more than one link (a planted hard link
 //! must not serve another file's contents).
 
-use super::state::{self, Reason, Scanner, State};
+use super::state::{self, Progress, Reason, Scanner, State, Verdict};
 use crate::sys::{self, Fd};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -84,6 +84,8 @@ struct Entry {
     ino: u64,
     size: u64,
     mtime: i64,
+    /// The modification time when the file was first indexed.
+    first_mtime: i64,
     head: Vec<u8>,
     scanner: Scanner,
 }
@@ -93,6 +95,11 @@ pub struct SystemView {
     pub name: String,
     pub state: State,
     pub reasons: Vec<Reason>,
+    /// Its stage, package N of M, and since when, if the logs say.
+    pub progress: Option<Progress>,
+    /// The oldest of its files' first-seen modification times: when its
+    /// install began, as near as the receiver can tell.
+    pub started: i64,
     pub files: Vec<FileView>,
     pub bytes: u64,
     /// Newest file modification, seconds since the epoch (0: no files).
@@ -151,6 +158,7 @@ impl Index {
                     ino,
                     size,
                     mtime,
+                    first_mtime: mtime,
                     head: Vec::new(),
                     scanner: Scanner::default(),
                 });
@@ -225,6 +233,7 @@ impl Index {
                     e.head.extend_from_slice(&buf[..take]);
                 }
                 e.scanner.feed(&buf[..n], source);
+                e.scanner.stamp(e.mtime);
                 budget = budget.saturating_sub(n as u64);
             }
             if e.scanner.scanned < e.size && budget == 0 {
@@ -257,11 +266,22 @@ fn view_of(name: &str, sys: &System, now: i64, window: i64) -> SystemView {
             scanner: &e.scanner,
         })
         .collect();
-    let (state, reasons) = state::derive(&facts, now, window);
+    let Verdict {
+        state,
+        reasons,
+        progress,
+    } = state::derive(&facts, now, window);
     SystemView {
         name: name.to_string(),
         state,
         reasons,
+        progress,
+        started: sys
+            .files
+            .iter()
+            .map(|(_, e)| e.first_mtime)
+            .min()
+            .unwrap_or(0),
         files: sys
             .files
             .iter()

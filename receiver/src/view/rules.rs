@@ -67,9 +67,15 @@ pub fn source_of(file: &str) -> Source {
 pub enum Signal {
     /// A failure; the text says which kind.
     Failure(&'static str),
-    /// The installer reached its end (or its last step); the text says how
-    /// it said so.
+    /// The installer reached its end; the text says how it said so.
     End(&'static str),
+    /// The installer started its last step (the %post scripts, its last
+    /// task, copying its logs): the end once the logs stop growing.
+    LastStep(&'static str),
+    /// The installer is at this stage.
+    Stage(Stage),
+    /// Installing package N of M.
+    Package(u32, u32),
     /// `Reporting the IPMI event: 9` (IPMI_ABORTED). After an 8 it is only
     /// the text UI quitting (see [`judge_ipmi`]).
     Aborted,
@@ -80,6 +86,69 @@ pub enum Signal {
     ConfigStarted,
     /// "Thread Done: AnaConfigurationThread".
     ConfigDone,
+}
+
+/// Where an install is, as its logs say. Ordered as an install goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    Pre,
+    Storage,
+    Packages,
+    Bootloader,
+    Configuration,
+    Post,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Pre => "%pre",
+            Stage::Storage => "storage",
+            Stage::Packages => "packages",
+            Stage::Bootloader => "boot loader",
+            Stage::Configuration => "configuration",
+            Stage::Post => "%post",
+        }
+    }
+
+    /// The stage a task or queue of Anaconda's task queue belongs to, by
+    /// its name (pyanaconda/modules/*: "Early storage configuration",
+    /// "Create storage layout", "Install the payload", "Install
+    /// bootloader", "Configure SELinux"...; corpus lmc-rocky91).
+    fn of_task(name: &str) -> Option<Stage> {
+        let n = name.to_ascii_lowercase();
+        let has = |w: &str| n.contains(w);
+        if has("pre-install") || has("%pre") {
+            None // %pre-install runs between storage and packages
+        } else if has("post installation scripts") || has("%post") {
+            Some(Stage::Post)
+        } else if has("bootloader") || has("boot loader") || has("zipl") {
+            Some(Stage::Bootloader)
+        } else if has("storage") || has("filesystem") || has("partition") {
+            Some(Stage::Storage)
+        } else if has("payload") || has("packages") || has("install the system") {
+            Some(Stage::Packages)
+        } else if has("configur") || has("initramfs") || has("user") || has("kickstart") {
+            Some(Stage::Configuration)
+        } else {
+            None
+        }
+    }
+
+    /// The stage a step of the dispatcher (RHEL 5 and 6) does its work in
+    /// (dispatch.py installSteps).
+    fn of_step(name: &str) -> Option<Stage> {
+        match name {
+            "enablefilesystems" | "autopartitionexecute" => Some(Stage::Storage),
+            "installpackages" => Some(Stage::Packages),
+            "instbootloader" => Some(Stage::Bootloader),
+            "writeconfig" | "firstboot" | "writeksconfig" | "setfilecon" => {
+                Some(Stage::Configuration)
+            }
+            "postscripts" => Some(Stage::Post),
+            _ => None,
+        }
+    }
 }
 
 /// What an anchor stands for.
@@ -105,13 +174,19 @@ enum Rule {
     /// `moving (1) to step NAME`.
     Step,
     End(&'static str),
+    LastStep(&'static str),
+    /// `Queue started: NAME (N)` of the task queue.
+    Queue,
+    /// `Installing NAME (N/M)`: a package.
+    Installing,
+    Stage(Stage),
     InstallDone,
     ConfigStarted,
     ConfigDone,
 }
 
 /// Every anchor, with what it stands for and its evidence.
-const RULES: [(&str, Rule); 27] = [
+const RULES: [(&str, Rule); 30] = [
     // lorax src/pylorax/monitor.py LogMonitor.simple_tests, and Anaconda's
     // crash: pyanaconda/exception.py writes anaconda-tb-* with it.
     ("Traceback (", Rule::Traceback),
@@ -216,8 +291,14 @@ const RULES: [(&str, Rule); 27] = [
     // copy ends here (corpus el7-aws-decareano, logs-srv, aws-trellix).
     (
         "Running kickstart %%post script(s)",
-        Rule::End("the installer is running its %post scripts, its last step"),
+        Rule::LastStep("the installer ran its %post scripts, its last step, and stopped"),
     ),
+    ("Running kickstart %%pre script(s)", Rule::Stage(Stage::Pre)),
+    ("Queue started: ", Rule::Queue),
+    // Package progress: the payload's "Installing NAME (N/M)" (Anaconda's
+    // packaging logger, in the journal on RHEL 7: corpus el7-aws-decareano;
+    // lorax mirrors it in livemedia.log: corpus bonsai-lmc).
+    ("Installing ", Rule::Installing),
     (
         "All kickstart %%post script(s) have been run",
         Rule::End("the installer ran all its %post scripts"),
@@ -285,6 +366,13 @@ pub fn classify(line: &str, source: Source) -> Option<Signal> {
             Rule::Task => last_task(rest),
             Rule::Step => step(rest),
             Rule::End(why) => Some(Signal::End(why)),
+            Rule::LastStep(why) => Some(Signal::LastStep(why)),
+            Rule::Queue => rest
+                .rsplit_once(" (")
+                .and_then(|(name, _)| Stage::of_task(name))
+                .map(Signal::Stage),
+            Rule::Installing => package(rest),
+            Rule::Stage(stage) => Some(Signal::Stage(stage)),
             Rule::InstallDone => Some(Signal::InstallDone),
             Rule::ConfigStarted => Some(Signal::ConfigStarted),
             Rule::ConfigDone => Some(Signal::ConfigDone),
@@ -367,7 +455,12 @@ fn last_task(rest: &str) -> Option<Signal> {
     let counts = &counts[counts.rfind('(')? + 1..];
     let (n, m) = counts.split_once('/')?;
     let (n, m) = (n.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
-    (n == m && n > 0).then_some(Signal::End("the installer started its last task"))
+    if n == m && n > 0 {
+        return Some(Signal::LastStep(
+            "the installer started its last task, and stopped",
+        ));
+    }
+    Stage::of_task(rest[..rest.rfind(" (")?].trim()).map(Signal::Stage)
 }
 
 /// `moving (1) to step NAME`: `copylogs` comes after the packages and the
@@ -377,12 +470,21 @@ fn last_task(rest: &str) -> Option<Signal> {
 /// end there (corpus el-daybreak, el-travisj, el6-knewhow, el-biztraumer).
 fn step(rest: &str) -> Option<Signal> {
     match rest.trim_end() {
-        "copylogs" => Some(Signal::End(
-            "the installer is copying its logs to the installed system",
+        "copylogs" => Some(Signal::LastStep(
+            "the installer copied its logs to the installed system, and stopped",
         )),
         "complete" => Some(Signal::End("the installer reached its last step")),
-        _ => None,
+        other => Stage::of_step(other).map(Signal::Stage),
     }
+}
+
+/// `Installing NAME (N/M)`, the anchor being `Installing `.
+fn package(rest: &str) -> Option<Signal> {
+    let counts = rest.trim_end().strip_suffix(')')?;
+    let (name, counts) = counts.rsplit_once(" (")?;
+    let (n, m) = counts.split_once('/')?;
+    let (n, m) = (n.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+    (!name.is_empty() && !name.contains(' ') && n <= m && m > 0).then_some(Signal::Package(n, m))
 }
 
 /// lorax: `Process [0-9]+ \(anaconda\) of user [0-9]+ dumped core`, the

@@ -20,7 +20,7 @@
 //! new bytes of a file, so no log is read twice.
 
 use super::rules::{classify, first_anchor};
-pub use super::rules::{source_of, Signal, Source};
+pub use super::rules::{source_of, Signal, Source, Stage};
 
 /// Longest part of a line kept for matching and for showing: the anchors
 /// are far shorter, and a match in a longer line is shown cut here.
@@ -29,14 +29,18 @@ pub const MAX_LINE: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum State {
     Failed,
+    /// Nothing grew within the window while the logs say it is at a stage
+    /// that should be working (not its last step).
+    Stalled,
     Installing,
     Idle,
     Finished,
 }
 
 impl State {
-    pub const ALL: [State; 4] = [
+    pub const ALL: [State; 5] = [
         State::Installing,
+        State::Stalled,
         State::Idle,
         State::Finished,
         State::Failed,
@@ -45,6 +49,7 @@ impl State {
     pub fn name(self) -> &'static str {
         match self {
             State::Installing => "installing",
+            State::Stalled => "stalled",
             State::Idle => "idle",
             State::Finished => "finished",
             State::Failed => "failed",
@@ -90,9 +95,33 @@ pub struct Scanner {
     pub install_done: Option<Found>,
     pub config_started: bool,
     pub config_done: Option<Found>,
+    /// The first line of the installer's last step.
+    pub last_step: Option<Found>,
+    /// The furthest stage the lines said, and since when (the file's
+    /// modification time at the refresh that found it: see [`Self::stamp`]).
+    pub stage: Option<Stage>,
+    pub stage_since: Option<i64>,
+    stage_moved: bool,
+    /// The last "package N of M".
+    pub packages: Option<(u32, u32)>,
 }
 
 impl Scanner {
+    /// Dates a stage found since the last call at `at`, the time the file
+    /// was last written (its new bytes hold the line).
+    pub fn stamp(&mut self, at: i64) {
+        if std::mem::take(&mut self.stage_moved) {
+            self.stage_since = Some(at);
+        }
+    }
+
+    fn reach(&mut self, stage: Stage) {
+        if self.stage < Some(stage) {
+            self.stage = Some(stage);
+            self.stage_moved = true;
+        }
+    }
+
     /// Feeds the next `data` of a file of `source`.
     pub fn feed(&mut self, data: &[u8], source: Source) {
         let mut rest = data;
@@ -198,6 +227,15 @@ impl Scanner {
                 "the installer's install thread is done",
             ),
             Signal::ConfigStarted => self.config_started = true,
+            Signal::LastStep(why) => {
+                self.reach(Stage::Post);
+                first(&mut self.last_step, why)
+            }
+            Signal::Stage(stage) => self.reach(stage),
+            Signal::Package(n, m) => {
+                self.reach(Stage::Packages);
+                self.packages = Some((n, m));
+            }
             Signal::ConfigDone => first(
                 &mut self.config_done,
                 "the installer's configuration thread is done",
@@ -237,18 +275,53 @@ pub struct Reason {
     pub found: Option<Found>,
 }
 
+/// Where an install is: its furthest stage, since when, and the last
+/// package N of M the logs gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub stage: Stage,
+    pub since: Option<i64>,
+    pub packages: Option<(u32, u32)>,
+}
+
+/// A system's state, why, and where its install is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub state: State,
+    pub reasons: Vec<Reason>,
+    pub progress: Option<Progress>,
+}
+
 /// The state of a system with `files`, at `now`, where an upload within
 /// `window` seconds means it is installing.
 ///
 /// Failed wins over finished: a %post that failed still booted, and an
 /// Anaconda that reported IPMI 8 may still raise (see `rules::judge_ipmi`).
-pub fn derive(files: &[FileFacts<'_>], now: i64, window: i64) -> (State, Vec<Reason>) {
+pub fn derive(files: &[FileFacts<'_>], now: i64, window: i64) -> Verdict {
     let reason = |f: &FileFacts<'_>, found: &Option<Found>| Reason {
         file: f.name.to_string(),
         why: found.as_ref().map_or("", |x| x.why),
         found: found.clone(),
     };
     let source = |f: &FileFacts<'_>| source_of(f.name);
+    let install = || files.iter().filter(|f| source(f) != Source::FirstBoot);
+    let progress = install()
+        .filter_map(|f| f.scanner.stage.map(|st| (st, f.scanner)))
+        .max_by_key(|(st, _)| *st)
+        .map(|(stage, s)| Progress {
+            stage,
+            since: install()
+                .filter(|f| f.scanner.stage == Some(stage))
+                .filter_map(|f| f.scanner.stage_since)
+                .min()
+                .or(s.stage_since),
+            packages: install().filter_map(|f| f.scanner.packages).max(),
+        });
+    let verdict = |state, reasons| Verdict {
+        state,
+        reasons,
+        progress,
+    };
     let mut failed = Vec::new();
     for f in files.iter().filter(|f| source(f) == Source::CrashDump) {
         failed.push(Reason {
@@ -269,7 +342,6 @@ pub fn derive(files: &[FileFacts<'_>], now: i64, window: i64) -> (State, Vec<Rea
             found: None,
         });
     }
-    let install = || files.iter().filter(|f| source(f) != Source::FirstBoot);
     // RHEL 7 runs its configuration thread after the install thread.
     let config_running = install().any(|f| f.scanner.config_started)
         && !install().any(|f| f.scanner.config_done.is_some());
@@ -294,16 +366,28 @@ pub fn derive(files: &[FileFacts<'_>], now: i64, window: i64) -> (State, Vec<Rea
         }
     }
     if !failed.is_empty() {
-        return (State::Failed, failed);
+        return verdict(State::Failed, failed);
     }
     if !finished.is_empty() {
-        return (State::Finished, finished);
+        return verdict(State::Finished, finished);
     }
     let last = files.iter().map(|f| f.mtime).max().unwrap_or(i64::MIN);
     if now.saturating_sub(last) <= window {
-        (State::Installing, Vec::new())
+        return verdict(State::Installing, Vec::new());
+    }
+    // Quiet for the window: at its last step that is its end (the copy of
+    // the logs in /var/log/anaconda stops there); at any other stage it
+    // is stalled (waiting at a prompt, a hung download...).
+    let last_step: Vec<Reason> = install()
+        .filter(|f| f.scanner.last_step.is_some())
+        .map(|f| reason(f, &f.scanner.last_step))
+        .collect();
+    if !last_step.is_empty() {
+        verdict(State::Finished, last_step)
+    } else if progress.is_some() {
+        verdict(State::Stalled, Vec::new())
     } else {
-        (State::Idle, Vec::new())
+        verdict(State::Idle, Vec::new())
     }
 }
 
@@ -479,10 +563,10 @@ mod tests {
         let now = 10_000;
         let quiet = scan(&[b"INFO anaconda: started\n"]);
         let files = [("anaconda.log", now - 5, quiet.clone())];
-        assert_eq!(derive(&facts(&files), now, 600).0, State::Installing);
+        assert_eq!(derive(&facts(&files), now, 600).state, State::Installing);
         let files = [("anaconda.log", now - 601, quiet.clone())];
-        assert_eq!(derive(&facts(&files), now, 600).0, State::Idle);
-        assert_eq!(derive(&[], now, 600).0, State::Idle);
+        assert_eq!(derive(&facts(&files), now, 600).state, State::Idle);
+        assert_eq!(derive(&[], now, 600).state, State::Idle);
 
         // A crash dump arriving makes it failed, whatever else is there.
         let files = [
@@ -497,7 +581,11 @@ mod tests {
             ),
             ("boot.log", now, Scanner::default()),
         ];
-        let (state, why) = derive(&facts(&files), now, 600);
+        let Verdict {
+            state,
+            reasons: why,
+            ..
+        } = derive(&facts(&files), now, 600);
         assert_eq!(state, State::Failed);
         assert_eq!(why[0].file, "anaconda-tb-3xk1p");
         assert_eq!(why[0].found.as_ref().unwrap().line, 2);
@@ -511,7 +599,11 @@ mod tests {
                 scan_as(Source::FirstBoot, &[b"[ 3.1] Kernel panic - not syncing\n"]),
             ),
         ];
-        let (state, why) = derive(&facts(&files), now, 600);
+        let Verdict {
+            state,
+            reasons: why,
+            ..
+        } = derive(&facts(&files), now, 600);
         assert_eq!(
             (state, why[0].file.as_str()),
             (State::Finished, "dmesg.log")
@@ -529,7 +621,11 @@ mod tests {
             ),
             ("messages", now, Scanner::default()),
         ];
-        let (state, why) = derive(&facts(&files), now, 600);
+        let Verdict {
+            state,
+            reasons: why,
+            ..
+        } = derive(&facts(&files), now, 600);
         assert_eq!(state, State::Failed);
         assert_eq!(why[0].why, "a kickstart %pre/%post script failed");
 
@@ -537,27 +633,31 @@ mod tests {
         let done =
             scan(&[b"Running Thread: AnaInstallThread (1)\nThread Done: AnaInstallThread (1)\n"]);
         assert_eq!(
-            derive(&facts(&[("anaconda.log", now, done)]), now, 600).0,
+            derive(&facts(&[("anaconda.log", now, done)]), now, 600).state,
             State::Finished
         );
         let el7 = scan(&[
             b"Thread Done: AnaInstallThread (1)\nRunning Thread: AnaConfigurationThread (2)\n",
         ]);
         assert_eq!(
-            derive(&facts(&[("anaconda.log", now, el7.clone())]), now, 600).0,
+            derive(&facts(&[("anaconda.log", now, el7.clone())]), now, 600).state,
             State::Installing
         );
         let mut el7_done = el7;
         el7_done.feed(b"Thread Done: AnaConfigurationThread (2)\n", ANA);
         assert_eq!(
-            derive(&facts(&[("anaconda.log", now, el7_done)]), now, 600).0,
+            derive(&facts(&[("anaconda.log", now, el7_done)]), now, 600).state,
             State::Finished
         );
 
         // IPMI: 9 alone is an abort; 8 then 9 is the TUI quitting after a
         // finished install; 8 then a crash dump is a failure.
         let abort = scan(&[b"INF core.util: Reporting the IPMI event: 9\n"]);
-        let (state, why) = derive(&facts(&[("anaconda.log", now, abort)]), now, 600);
+        let Verdict {
+            state,
+            reasons: why,
+            ..
+        } = derive(&facts(&[("anaconda.log", now, abort)]), now, 600);
         assert_eq!(
             (state, why[0].why),
             (
@@ -570,7 +670,7 @@ mod tests {
             b"INF core.util: Reporting the IPMI event: 9\n",
         ]);
         assert_eq!(
-            derive(&facts(&[("anaconda.log", now, tui.clone())]), now, 600).0,
+            derive(&facts(&[("anaconda.log", now, tui.clone())]), now, 600).state,
             State::Finished
         );
         let tb = scan_as(Source::CrashDump, &[b"anaconda 43.44 exception report\n"]);
@@ -578,6 +678,6 @@ mod tests {
             ("anaconda.log", now, tui),
             ("anaconda-tb-yj11b8m4", now, tb),
         ];
-        assert_eq!(derive(&facts(&files), now, 600).0, State::Failed);
+        assert_eq!(derive(&facts(&files), now, 600).state, State::Failed);
     }
 }

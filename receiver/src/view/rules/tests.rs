@@ -20,6 +20,11 @@ fn is_end(line: &str, source: Source) -> bool {
     matches!(says(line, source), Some(Signal::End(_)))
 }
 
+/// The installer's last step: the end once its logs stop growing.
+fn is_last_step(line: &str, source: Source) -> bool {
+    matches!(says(line, source), Some(Signal::LastStep(_)))
+}
+
 #[test]
 fn sources_by_file_name() {
     for (file, source) in [
@@ -53,7 +58,7 @@ fn el6_knewhow_a_kernel_warning_is_not_a_failure() {
     ] {
         assert_eq!(says(line, SYSLOG), None, "{line}");
     }
-    assert!(is_end(
+    assert!(is_last_step(
         "21:18:40,591 INFO    : moving (1) to step copylogs",
         ANA
     ));
@@ -67,7 +72,7 @@ fn logs_srv_another_programs_traceback_is_not_a_failure() {
     let journal = "Jul 05 03:13:10 openshiftrunner1 NetworkManager[1114]: <debug> [1593918790.3685] agent-manager: req[0x558e3fc0a900, :1.40/anaconda/0]: agent failed save secrets request [0x558e3fc0c1c0/\"ens192\"sav]: Traceback (most recent call last):";
     assert_eq!(says(syslog, SYSLOG), None);
     assert_eq!(says(journal, SYSLOG), None);
-    assert!(is_end(
+    assert!(is_last_step(
         "23:23:59,759 INFO anaconda: Running kickstart %%post script(s)",
         ANA
     ));
@@ -106,9 +111,9 @@ fn aws_trellix_ignored_tracebacks_and_post() {
             "05:09:35,328 INF installation: Task started: Run post installation scripts (43/44)",
             ANA
         ),
-        None
+        Some(Signal::Stage(Stage::Post))
     );
-    assert!(is_end(
+    assert!(is_last_step(
         "05:09:35,329 INF kickstart.script: Running kickstart %%post script(s)",
         ANA
     ));
@@ -118,11 +123,11 @@ fn aws_trellix_ignored_tracebacks_and_post() {
 /// builds, completed): the task queue's last task and the %post scripts.
 #[test]
 fn lmc_task_queue_ends() {
-    assert!(is_end(
+    assert!(is_last_step(
         "07:48:37,448 INF installation: Task started: Copy installation logs (39/39)",
         ANA
     ));
-    assert!(is_end(
+    assert!(is_last_step(
         "19:32:49,343 INF installation: Task started: Run post installation scripts (40/40)",
         ANA
     ));
@@ -206,13 +211,14 @@ fn dispatcher_steps() {
         "11:17:51 INFO    : moving (1) to step copylogs",
         "16:08:12,640 INFO    : moving (1) to step copylogs",
         "00:48:53,233 INFO    : moving (1) to step copylogs",
-        "INFO    : moving (1) to step complete",
     ] {
-        assert!(is_end(line, ANA), "{line}");
+        assert!(is_last_step(line, ANA), "{line}");
     }
+    assert!(is_end("INFO    : moving (1) to step complete", ANA));
     for line in [
         "21:04:30,574 WARNING : step complete does not exist",
         "22:32:41 INFO    : moving (1) to step bootloadersetup",
+        "22:31:10 INFO    : moving (1) to step welcome",
         "INFO anaconda: moving (1) to step completesomething",
         "moving (-1) to step complete",
     ] {
@@ -231,7 +237,7 @@ fn el7_threads_and_post() {
         ),
         Some(Signal::InstallDone)
     );
-    assert!(is_end(
+    assert!(is_last_step(
         "20:58:36,785 INFO anaconda: Running kickstart %%post script(s)",
         ANA
     ));
@@ -302,4 +308,83 @@ fn kernel_and_lorax_failures() {
     }
     // Nothing in the first boot's logs is an install failure.
     assert_eq!(says("Kernel panic - not syncing", Source::FirstBoot), None);
+}
+
+/// Stages and package progress, from the corpus's own lines.
+#[test]
+fn stages() {
+    for (line, source, stage) in [
+        // lmc-rocky91's task queue.
+        (
+            "19:32:02,400 INF installation: Queue started: Early storage configuration (3/16)",
+            ANA,
+            Stage::Storage,
+        ),
+        (
+            "19:32:02,401 INF installation: Task started: Create storage layout (2/40)",
+            ANA,
+            Stage::Storage,
+        ),
+        (
+            "19:32:10,000 INF installation: Task started: Install the payload (10/40)",
+            ANA,
+            Stage::Packages,
+        ),
+        (
+            "19:32:40,000 INF installation: Task started: Install bootloader (12/40)",
+            ANA,
+            Stage::Bootloader,
+        ),
+        (
+            "19:32:41,000 INF installation: Task started: Configure SELinux (14/40)",
+            ANA,
+            Stage::Configuration,
+        ),
+        // el6-knewhow's dispatcher.
+        (
+            "20:55:00,000 INFO    : moving (1) to step enablefilesystems",
+            ANA,
+            Stage::Storage,
+        ),
+        (
+            "20:56:00,000 INFO    : moving (1) to step installpackages",
+            ANA,
+            Stage::Packages,
+        ),
+        (
+            "21:18:00,000 INFO    : moving (1) to step instbootloader",
+            ANA,
+            Stage::Bootloader,
+        ),
+        (
+            "12:00:00,000 INFO anaconda: Running kickstart %%pre script(s)",
+            ANA,
+            Stage::Pre,
+        ),
+    ] {
+        assert_eq!(says(line, source), Some(Signal::Stage(stage)), "{line}");
+    }
+    // el7-aws-decareano's journal, bonsai-lmc's livemedia.log.
+    assert_eq!(
+        says(
+            "Jan 28 20:52:03 localhost.localdomain packaging[3956]: Installing grub2-common (2/317)",
+            SYSLOG
+        ),
+        Some(Signal::Package(2, 317))
+    );
+    assert_eq!(
+        says(
+            "2026-04-19 09:41:41,324 INFO pylorax: Installing libgpg-error.x86_64 (245/1999)",
+            Source::Other
+        ),
+        Some(Signal::Package(245, 1999))
+    );
+    for line in [
+        "Installing centos-indexhtml-6-2.el6.centos.noarch",
+        "Installing foo (3/2)",
+        "Installing the system (1/2)",
+        "INF installation: Task started: Run %pre-install scripts (5/40)",
+    ] {
+        assert_eq!(says(line, SYSLOG), None, "{line}");
+    }
 }
