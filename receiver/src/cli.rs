@@ -91,6 +91,16 @@ pub struct Args {
     /// (default 600)
     #[argh(option, default = "600")]
     view_window: u64,
+    /// run this command (through /bin/sh -c) once each time a system turns
+    /// failed, stalled or finished, with ANAMON_SYSTEM, ANAMON_STATE,
+    /// ANAMON_REASON, ANAMON_STAGE and ANAMON_LINK in its environment;
+    /// needs --view
+    #[argh(option)]
+    on_state_change: Option<String>,
+    /// the view's address as users reach it, for the links the hook
+    /// passes (default http://ADDRESS:PORT of --view)
+    #[argh(option)]
+    view_url: Option<String>,
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -195,8 +205,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             port_file: a.view_port_file.clone(),
             max_connections: a.view_max_connections.max(1),
             window: Duration::from_secs(a.view_window.max(1)),
+            on_state_change: a.on_state_change.clone(),
+            url: a
+                .view_url
+                .as_deref()
+                .map(|u| u.trim_end_matches('/').to_string()),
         }),
     };
+    if a.view.is_none() && (a.on_state_change.is_some() || a.view_url.is_some()) {
+        return Err("--on-state-change and --view-url need --view".into());
+    }
     if a.max_connections == 0 || a.rate == 0 || a.timeout == 0 || a.session_idle == 0 {
         return Err(
             "--max-connections, --rate, --timeout and --session-idle must be at least 1".into(),
