@@ -130,11 +130,60 @@ pub struct Config {
 pub enum Command {
     Run(Box<Config>),
     Print(String),
+    /// `anamon-receiver status`: print the systems' table and exit.
+    Status(StatusOptions),
+}
+
+/// Prints every system of the log directory as a table: state, stage,
+/// time since its install began, last upload, and why (as the live view
+/// shows them, by the same rules).
+#[derive(FromArgs, Debug)]
+#[argh(help_triggers("-h", "--help"))]
+struct StatusArgs {
+    /// the log directory (default /var/log/cobbler/anamon)
+    #[argh(option, default = "PathBuf::from(\"/var/log/cobbler/anamon\")")]
+    dir: PathBuf,
+    /// seconds after its last upload a system stops showing as installing
+    /// (default 600, as --view-window)
+    #[argh(option, default = "600")]
+    window: u64,
+    /// only systems in this state (installing, stalled, idle, finished,
+    /// failed)
+    #[argh(option)]
+    state: Option<String>,
+}
+
+pub use crate::view::status::Options as StatusOptions;
+
+fn parse_status(args: &[&str]) -> Result<Command, String> {
+    let a = match StatusArgs::from_args(&["anamon-receiver status"], args) {
+        Ok(a) => a,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => Ok(Command::Print(early.output)),
+                Err(()) => Err(early
+                    .output
+                    .lines()
+                    .next()
+                    .unwrap_or("bad arguments")
+                    .trim_end_matches(':')
+                    .to_string()),
+            }
+        }
+    };
+    Ok(Command::Status(StatusOptions {
+        dir: a.dir,
+        window: a.window.max(1) as i64,
+        state: a.state,
+    }))
 }
 
 /// Parses `args` (without the program name). An error is one line.
 pub fn parse(args: &[String]) -> Result<Command, String> {
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    if strs.first() == Some(&"status") {
+        return parse_status(&strs[1..]);
+    }
     let a = Args::from_args(&["anamon-receiver"], &strs).map_err(|early| match early.status {
         Ok(()) => Ok(Command::Print(early.output)),
         Err(()) => Err(early

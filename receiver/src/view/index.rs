@@ -129,6 +129,12 @@ impl Index {
         true
     }
 
+    /// Looks at everything and reads every new byte, whatever it costs
+    /// (`anamon-receiver status`, run once).
+    pub fn refresh_fully(&mut self, dir: &Fd) {
+        self.refresh(dir, u64::MAX);
+    }
+
     /// The time the last refresh took.
     pub fn cost(&self) -> Duration {
         self.cost

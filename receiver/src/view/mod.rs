@@ -20,6 +20,7 @@ mod index;
 mod pages;
 mod rules;
 mod state;
+pub mod status;
 mod text;
 
 use crate::http::{self, Head, Reject};
