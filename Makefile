@@ -201,6 +201,9 @@ install-receiver: receiver
 	chmod 644 $(DESTDIR)$(UNITDIR)/anamon-receiver.service
 	$(INSTALL) -m 644 receiver/systemd/anamon-receiver.sysusers $(DESTDIR)$(SYSUSERSDIR)/anamon-receiver.conf
 	$(INSTALL) -m 644 receiver/apache/anamon-receiver.conf receiver/README.md $(DESTDIR)$(DOCDIR)/
+	$(INSTALL) -d $(DESTDIR)$(DOCDIR)/prometheus
+	$(INSTALL) -m 644 receiver/prometheus/anamon-receiver.rules.yml \
+	  receiver/prometheus/anamon-receiver.rules.test.yml $(DESTDIR)$(DOCDIR)/prometheus/
 	@if [ -n "$(APACHE_CONFDIR)" ]; then set -x; \
 	  $(INSTALL) -d $(DESTDIR)$(APACHE_CONFDIR); \
 	  $(INSTALL) -m 644 receiver/apache/anamon-receiver.conf $(DESTDIR)$(APACHE_CONFDIR)/anamon-receiver.conf; fi
