@@ -343,7 +343,53 @@ mod tests {
         match parse(&args)? {
             Command::Run(c) => Ok(*c),
             Command::Print(p) => Err(format!("printed {p}")),
+            Command::Status(o) => Err(format!(
+                "status {} {} {:?}",
+                o.dir.display(),
+                o.window,
+                o.state
+            )),
         }
+    }
+
+    #[test]
+    fn status_and_the_hook() {
+        assert_eq!(
+            run(&[
+                "status",
+                "--dir",
+                "/srv/logs",
+                "--window",
+                "60",
+                "--state",
+                "stalled"
+            ])
+            .err(),
+            Some("status /srv/logs 60 Some(\"stalled\")".to_string())
+        );
+        assert_eq!(
+            run(&["status"]).err(),
+            Some("status /var/log/cobbler/anamon 600 None".to_string())
+        );
+        assert!(run(&["status", "--bogus"]).is_err_and(|e| e.contains("--bogus")));
+        let c = run(&[
+            "--view",
+            "127.0.0.1:0",
+            "--on-state-change",
+            "true",
+            "--view-url",
+            "https://x/a/",
+        ])
+        .unwrap();
+        let v = c.view.unwrap();
+        assert_eq!(
+            (v.on_state_change.as_deref(), v.url.as_deref()),
+            (Some("true"), Some("https://x/a"))
+        );
+        assert_eq!(
+            run(&["--view-url", "https://x"]).err(),
+            Some("--on-state-change and --view-url need --view".to_string())
+        );
     }
 
     #[test]

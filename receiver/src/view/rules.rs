@@ -179,6 +179,8 @@ enum Rule {
     Queue,
     /// `Installing NAME (N/M)`: a package.
     Installing,
+    /// debian-installer's main-menu: `Menu item 'NAME' selected|failed`.
+    MenuItem,
     Stage(Stage),
     InstallDone,
     ConfigStarted,
@@ -186,7 +188,7 @@ enum Rule {
 }
 
 /// Every anchor, with what it stands for and its evidence.
-const RULES: [(&str, Rule); 30] = [
+const RULES: [(&str, Rule); 31] = [
     // lorax src/pylorax/monitor.py LogMonitor.simple_tests, and Anaconda's
     // crash: pyanaconda/exception.py writes anaconda-tb-* with it.
     ("Traceback (", Rule::Traceback),
@@ -299,6 +301,12 @@ const RULES: [(&str, Rule); 30] = [
     // packaging logger, in the journal on RHEL 7: corpus el7-aws-decareano;
     // lorax mirrors it in livemedia.log: corpus bonsai-lmc).
     ("Installing ", Rule::Installing),
+    // debian-installer's main-menu (main-menu.c, e.g. Sprezzatech/main-menu-udeb,
+    // a copy of Debian's): "Menu item '%s' selected" as each step starts,
+    // "Menu item '%s' failed." when its configuration failed (partman,
+    // base-installer, apt-setup, pkgsel, grub-installer...), in d-i's
+    // /var/log/syslog by the program main-menu.
+    ("Menu item '", Rule::MenuItem),
     (
         "All kickstart %%post script(s) have been run",
         Rule::End("the installer ran all its %post scripts"),
@@ -372,6 +380,7 @@ pub fn classify(line: &str, source: Source) -> Option<Signal> {
                 .and_then(|(name, _)| Stage::of_task(name))
                 .map(Signal::Stage),
             Rule::Installing => package(rest),
+            Rule::MenuItem => menu_item(line, rest, source),
             Rule::Stage(stage) => Some(Signal::Stage(stage)),
             Rule::InstallDone => Some(Signal::InstallDone),
             Rule::ConfigStarted => Some(Signal::ConfigStarted),
@@ -476,6 +485,43 @@ fn step(rest: &str) -> Option<Signal> {
         "complete" => Some(Signal::End("the installer reached its last step")),
         other => Stage::of_step(other).map(Signal::Stage),
     }
+}
+
+/// debian-installer's main-menu, in its syslog: `main-menu[PID]: INFO:
+/// Menu item 'NAME' selected` starts a step, `main-menu[PID]: WARNING **:
+/// Menu item 'NAME' failed.` is a step that failed (a genuine one, pasted
+/// in a public report: "Nov 25 11:15:01 main-menu[3381]: WARNING **: Menu
+/// item 'pkgsel' failed", after "tasksel: aptitude failed (100)").
+/// `finish-install` is d-i's last step: it copies the logs to
+/// /var/log/installer and reboots.
+fn menu_item(line: &str, rest: &str, source: Source) -> Option<Signal> {
+    if source != Source::Syslog || program(line) != Some("main-menu") {
+        return None;
+    }
+    let (item, outcome) = rest.split_once('\'')?;
+    if outcome.starts_with(" failed") {
+        return Some(Signal::Failure("a debian-installer step failed"));
+    }
+    if !outcome.starts_with(" selected") {
+        return None;
+    }
+    let stage = match item {
+        "finish-install" => {
+            return Some(Signal::LastStep(
+                "debian-installer ran finish-install, its last step, and stopped",
+            ))
+        }
+        i if i.starts_with("partman") || i == "disk-detect" => Stage::Storage,
+        "bootstrap-base" | "apt-setup-udeb" | "pkgsel" | "base-installer" => Stage::Packages,
+        i if i.starts_with("grub-installer")
+            || i.ends_with("boot-installer")
+            || i == "nobootloader" =>
+        {
+            Stage::Bootloader
+        }
+        _ => return None,
+    };
+    Some(Signal::Stage(stage))
 }
 
 /// `Installing NAME (N/M)`, the anchor being `Installing `.

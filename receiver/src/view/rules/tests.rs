@@ -388,3 +388,52 @@ fn stages() {
         assert_eq!(says(line, SYSLOG), None, "{line}");
     }
 }
+
+/// debian-installer's main-menu in its syslog: a step failing is failed
+/// (the genuine pkgsel failure quoted in rules.rs), its steps are stages,
+/// finish-install its last step; other programs' lines say nothing.
+#[test]
+fn debian_installer_main_menu() {
+    for line in [
+        "Nov 25 11:15:01 main-menu[3381]: WARNING **: Menu item 'pkgsel' failed",
+        "Sep  4 14:03:40 main-menu[315]: WARNING **: Menu item 'partman-base' failed.",
+    ] {
+        assert_eq!(
+            says(line, SYSLOG),
+            Some(Signal::Failure("a debian-installer step failed")),
+            "{line}"
+        );
+    }
+    for (line, stage) in [
+        (
+            "Sep  4 14:01:12 main-menu[315]: INFO: Menu item 'partman-base' selected",
+            Stage::Storage,
+        ),
+        (
+            "Sep  4 14:05:12 main-menu[315]: INFO: Menu item 'bootstrap-base' selected",
+            Stage::Packages,
+        ),
+        (
+            "Sep  4 14:15:12 main-menu[315]: INFO: Menu item 'pkgsel' selected",
+            Stage::Packages,
+        ),
+        (
+            "Sep  4 14:25:12 main-menu[315]: INFO: Menu item 'grub-installer' selected",
+            Stage::Bootloader,
+        ),
+    ] {
+        assert_eq!(says(line, SYSLOG), Some(Signal::Stage(stage)), "{line}");
+    }
+    assert!(is_last_step(
+        "Sep  4 14:30:00 main-menu[315]: INFO: Menu item 'finish-install' selected",
+        SYSLOG
+    ));
+    for (line, source) in [
+        ("Sep  4 14:01:12 main-menu[315]: INFO: Menu item 'netcfg' selected", SYSLOG),
+        ("Sep  4 14:01:12 main-menu[315]: INFO: Menu item 'pkgsel' succeeded but requested to be left unconfigured.", SYSLOG),
+        ("Sep  4 14:01:12 in-target: Menu item 'pkgsel' failed", SYSLOG),
+        ("main-menu[315]: WARNING **: Menu item 'pkgsel' failed", Source::Other),
+    ] {
+        assert_eq!(says(line, source), None, "{line}");
+    }
+}
