@@ -437,3 +437,31 @@ fn debian_installer_main_menu() {
         assert_eq!(says(line, source), None, "{line}");
     }
 }
+
+/// di-joscalixto and di-mateoholzer (Debian 10 installs, completed): their
+/// syslogs' warnings are no failure (an apt update that failed once, a
+/// title main-menu could not set), finish-install is their last step.
+#[test]
+fn debian_installer_corpus() {
+    for line in [
+        "Jan  9 14:59:52 base-installer: warning: apt update failed: 100",
+        "Mar 30 11:38:28 main-menu[221]: WARNING **: Unable to set title for brltty-udeb.",
+        "Jan  9 14:48:48 netcfg[3840]: WARNING **: Couldn't read Wpasupplicant pid file, not trying to kill.",
+        "Jan  9 15:13:21 main-menu[365]: INFO: Menu item 'grub-installer' succeeded but requested to be left unconfigured.",
+    ] {
+        assert_eq!(says(line, SYSLOG), None, "{line}");
+    }
+    for line in [
+        "Jan  9 15:13:41 main-menu[365]: INFO: Menu item 'finish-install' selected",
+        "Mar 30 12:35:14 main-menu[221]: INFO: Menu item 'finish-install' selected",
+    ] {
+        assert!(is_last_step(line, SYSLOG), "{line}");
+    }
+    assert_eq!(
+        says(
+            "Mar 30 12:22:43 main-menu[221]: INFO: Menu item 'pkgsel' selected",
+            SYSLOG
+        ),
+        Some(Signal::Stage(Stage::Packages))
+    );
+}
