@@ -155,21 +155,24 @@ struct StatusArgs {
 
 pub use crate::view::status::Options as StatusOptions;
 
+/// What argh's early exit means: `--help` printed, or a one-line error.
+fn early_exit(early: argh::EarlyExit) -> Result<Command, String> {
+    match early.status {
+        Ok(()) => Ok(Command::Print(early.output)),
+        Err(()) => Err(early
+            .output
+            .lines()
+            .next()
+            .unwrap_or("bad arguments")
+            .trim_end_matches(':')
+            .to_string()),
+    }
+}
+
 fn parse_status(args: &[&str]) -> Result<Command, String> {
     let a = match StatusArgs::from_args(&["anamon-receiver status"], args) {
         Ok(a) => a,
-        Err(early) => {
-            return match early.status {
-                Ok(()) => Ok(Command::Print(early.output)),
-                Err(()) => Err(early
-                    .output
-                    .lines()
-                    .next()
-                    .unwrap_or("bad arguments")
-                    .trim_end_matches(':')
-                    .to_string()),
-            }
-        }
+        Err(early) => return early_exit(early),
     };
     Ok(Command::Status(StatusOptions {
         dir: a.dir,
@@ -184,19 +187,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if strs.first() == Some(&"status") {
         return parse_status(&strs[1..]);
     }
-    let a = Args::from_args(&["anamon-receiver"], &strs).map_err(|early| match early.status {
-        Ok(()) => Ok(Command::Print(early.output)),
-        Err(()) => Err(early
-            .output
-            .lines()
-            .next()
-            .unwrap_or("bad arguments")
-            .trim_end_matches(':')
-            .to_string()),
-    });
-    let a = match a {
+    let a = match Args::from_args(&["anamon-receiver"], &strs) {
         Ok(a) => a,
-        Err(done) => return done,
+        Err(early) => return early_exit(early),
     };
     if a.version {
         return Ok(Command::Print(
