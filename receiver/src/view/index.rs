@@ -84,8 +84,9 @@ struct Entry {
     ino: u64,
     size: u64,
     mtime: i64,
-    /// The modification time when the file was first indexed.
-    first_mtime: i64,
+    /// When the file was made: its birth time where the file system keeps
+    /// one (statx), else its modification time when first indexed.
+    born: i64,
     head: Vec<u8>,
     scanner: Scanner,
 }
@@ -97,8 +98,8 @@ pub struct SystemView {
     pub reasons: Vec<Reason>,
     /// Its stage, package N of M, and since when, if the logs say.
     pub progress: Option<Progress>,
-    /// The oldest of its files' first-seen modification times: when its
-    /// install began, as near as the receiver can tell.
+    /// When its oldest file was made (birth time, else the modification
+    /// time the receiver first saw): when its install began.
     pub started: i64,
     pub files: Vec<FileView>,
     pub bytes: u64,
@@ -159,23 +160,34 @@ impl Index {
             sys.omitted_files = files.len().saturating_sub(MAX_FILES);
             files.truncate(MAX_FILES);
             let old = std::mem::take(&mut sys.files);
-            sys.files = merge(old, files, |_, kept, (ino, size, mtime)| {
-                let mut e = kept.unwrap_or(Entry {
-                    ino,
-                    size,
-                    mtime,
-                    first_mtime: mtime,
-                    head: Vec::new(),
-                    scanner: Scanner::default(),
-                });
-                if e.ino != ino || size < e.scanner.scanned {
-                    // Another file by that name, or cut short: start over.
-                    e.head.clear();
-                    e.scanner = Scanner::default();
-                }
-                (e.ino, e.size, e.mtime) = (ino, size, mtime);
-                Some(e)
-            });
+            sys.files = merge(
+                old,
+                files,
+                |_,
+                 kept,
+                 FileStat {
+                     ino,
+                     size,
+                     mtime,
+                     born,
+                 }| {
+                    let mut e = kept.unwrap_or(Entry {
+                        ino,
+                        size,
+                        mtime,
+                        born: born.unwrap_or(mtime),
+                        head: Vec::new(),
+                        scanner: Scanner::default(),
+                    });
+                    if e.ino != ino || size < e.scanner.scanned {
+                        // Another file by that name, or cut short: start over.
+                        e.head.clear();
+                        e.scanner = Scanner::default();
+                    }
+                    (e.ino, e.size, e.mtime) = (ino, size, mtime);
+                    Some(e)
+                },
+            );
             Some(sys)
         });
         self.read_new_bytes(dir, budget);
@@ -282,12 +294,7 @@ fn view_of(name: &str, sys: &System, now: i64, window: i64) -> SystemView {
         state,
         reasons,
         progress,
-        started: sys
-            .files
-            .iter()
-            .map(|(_, e)| e.first_mtime)
-            .min()
-            .unwrap_or(0),
+        started: sys.files.iter().map(|(_, e)| e.born).min().unwrap_or(0),
         files: sys
             .files
             .iter()
@@ -331,7 +338,16 @@ fn list_systems(dir: &Fd) -> Vec<(String, i64)> {
 }
 
 /// A system directory's plain files: (name, (inode, size, mtime)), by name.
-fn list_files(dir: &Fd) -> Vec<(String, (u64, u64, i64))> {
+/// What the directory says of a file.
+struct FileStat {
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    /// Birth time, where the file system keeps one.
+    born: Option<i64>,
+}
+
+fn list_files(dir: &Fd) -> Vec<(String, FileStat)> {
     let Ok(rd) = std::fs::read_dir(sys::fd_path(dir)) else {
         return Vec::new();
     };
@@ -341,10 +357,23 @@ fn list_files(dir: &Fd) -> Vec<(String, (u64, u64, i64))> {
             let name = e.file_name().into_string().ok()?;
             let meta = e.metadata().ok()?;
             (meta.file_type().is_file() && meta.nlink() == 1 && anamon_names::is_file_name(&name))
-                .then(|| (name, (meta.ino(), meta.size(), meta.mtime())))
+                .then(|| {
+                    let born = meta
+                        .created()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs() as i64);
+                    let stat = FileStat {
+                        ino: meta.ino(),
+                        size: meta.size(),
+                        mtime: meta.mtime(),
+                        born,
+                    };
+                    (name, stat)
+                })
         })
         .collect();
-    files.sort_unstable();
+    files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     files
 }
 
