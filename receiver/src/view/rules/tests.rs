@@ -438,7 +438,8 @@ fn debian_installer_main_menu() {
     }
 }
 
-/// di-joscalixto and di-mateoholzer (Debian 10 installs, completed): their
+/// di-joscalixto and di-mateoholzer (Debian 10), di-juliepradelli (Debian
+/// 8), all completed: their
 /// syslogs' warnings are no failure (an apt update that failed once, a
 /// title main-menu could not set), finish-install is their last step.
 #[test]
@@ -454,6 +455,8 @@ fn debian_installer_corpus() {
     for line in [
         "Jan  9 15:13:41 main-menu[365]: INFO: Menu item 'finish-install' selected",
         "Mar 30 12:35:14 main-menu[221]: INFO: Menu item 'finish-install' selected",
+        // di-juliepradelli (Debian 8).
+        "Apr 10 13:14:34 main-menu[163]: INFO: Menu item 'finish-install' selected",
     ] {
         assert!(is_last_step(line, SYSLOG), "{line}");
     }
