@@ -468,3 +468,29 @@ fn debian_installer_corpus() {
         Some(Signal::Stage(Stage::Packages))
     );
 }
+
+/// el-bilakanti (RHEL 5/6 install.log only) and ubiquity-dolpari,
+/// ubiquity-ganapathi (Ubuntu desktop installs), all completed: no line of
+/// theirs is a failure, and none is an end: the view calls them idle.
+#[test]
+fn installs_whose_logs_hold_no_end() {
+    for (line, source) in [
+        ("Installing libgcc-4.4.7-16.el6.x86_64", Source::Other),
+        (
+            "warning: libgcc-4.4.7-16.el6.x86_64: Header V3 RSA/SHA1 Signature, key ID c105b9de: NOKEY",
+            Source::Other,
+        ),
+        ("*** FINISHED INSTALLING PACKAGES ***", Source::Other),
+        ("Jun 17 11:06:37 ubuntu ubiquity[1740]: Ubiquity 2.21.63.6", SYSLOG),
+        (
+            "Jun 17 11:06:30 ubuntu gpu-manager[1220]: Error: can't open /lib/modules/4.13.0-36-generic/updates/dkms",
+            SYSLOG,
+        ),
+        (
+            "Mar 22 14:07:38 ubuntu plugininstall.py: log-output -t ubiquity chroot /target umount /sys",
+            SYSLOG,
+        ),
+    ] {
+        assert_eq!(says(line, source), None, "{line}");
+    }
+}
