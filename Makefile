@@ -36,6 +36,9 @@ SBINDIR           ?= $(PREFIX)/sbin
 UNITDIR           ?= /etc/systemd/system
 SYSUSERSDIR       ?= /usr/lib/sysusers.d
 DOCDIR            ?= $(PREFIX)/share/doc/anamon
+# Manual pages are made from each command's own --help by help2man
+# (packaging/man), so they never disagree with the program.
+MANDIR            ?= $(DATADIR)/man
 # Set by packages for a Cobbler server: the Apache snippet goes into
 # Apache's configuration directory (else only to DOCDIR), and the receiver's
 # settings file (OPTIONS for the unit: loopback, Cobbler's names) is
@@ -165,6 +168,9 @@ install: all
 	sed -e 's#@COBBLER_SNIPPETS@#$(COBBLER_SNIPPETS)#' -e 's#@ANAMON_SNIPPETS@#$(ANAMON_SNIPPETS)#' \
 	  -e 's#@STATE_DIR@#$(ANAMON_STATE)#' snippets/anamon-cobbler >$(DESTDIR)$(SBINDIR)/anamon-cobbler
 	chmod 755 $(DESTDIR)$(SBINDIR)/anamon-cobbler
+	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man8
+	packaging/man $(DESTDIR)$(SBINDIR)/anamon-cobbler 8 "switch Cobbler's pre_anamon and post_anamon to anamon's" \
+	  $(DESTDIR)$(MANDIR)/man8/anamon-cobbler.8.gz
 	@set -e; for at in $(ARCH_TRIPLES); do \
 	  arch=$${at%%=*}; t=$${at#*=}; \
 	  bin=$(TARGET_DIR)/$$t/release/anamon; \
@@ -183,6 +189,9 @@ install: all
 	  $(INSTALL) -d $(DESTDIR)$(BINDIR); \
 	  echo "$(INSTALL) -m 755 $(TARGET_DIR)/release/updates-img $(DESTDIR)$(BINDIR)/updates-img"; \
 	  $(INSTALL) -m 755 $(TARGET_DIR)/release/updates-img $(DESTDIR)$(BINDIR)/updates-img; \
+	  $(INSTALL) -d $(DESTDIR)$(MANDIR)/man1; \
+	  packaging/man $(TARGET_DIR)/release/updates-img 1 "build an updates image that carries the anamon agent" \
+	    $(DESTDIR)$(MANDIR)/man1/updates-img.1.gz; \
 	fi
 
 receiver:
@@ -204,6 +213,9 @@ install-receiver: receiver
 	$(INSTALL) -d $(DESTDIR)$(DOCDIR)/prometheus
 	$(INSTALL) -m 644 receiver/prometheus/anamon-receiver.rules.yml \
 	  receiver/prometheus/anamon-receiver.rules.test.yml $(DESTDIR)$(DOCDIR)/prometheus/
+	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man8
+	packaging/man $(TARGET_DIR)/$(RECEIVER_TARGET)/release/anamon-receiver 8 "store installer logs sent with XML-RPC upload_log_data, safely" \
+	  $(DESTDIR)$(MANDIR)/man8/anamon-receiver.8.gz
 	@if [ -n "$(APACHE_CONFDIR)" ]; then set -x; \
 	  $(INSTALL) -d $(DESTDIR)$(APACHE_CONFDIR); \
 	  $(INSTALL) -m 644 receiver/apache/anamon-receiver.conf $(DESTDIR)$(APACHE_CONFDIR)/anamon-receiver.conf; fi
