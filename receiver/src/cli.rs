@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Receives installer logs over XML-RPC `upload_log_data`, as Cobbler does,
-/// and stores them as <dir>/<system>/<file>.
+/// and stores them as <dir>/<system>/<file>. `anamon-receiver status`
+/// prints the systems of a log directory as a table (status --help).
 #[derive(FromArgs, Debug)]
 #[argh(help_triggers("-h", "--help"))]
 pub struct Args {
