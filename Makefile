@@ -210,6 +210,9 @@ install-receiver: receiver
 	chmod 644 $(DESTDIR)$(UNITDIR)/anamon-receiver.service
 	$(INSTALL) -m 644 receiver/systemd/anamon-receiver.sysusers $(DESTDIR)$(SYSUSERSDIR)/anamon-receiver.conf
 	$(INSTALL) -m 644 receiver/apache/anamon-receiver.conf receiver/README.md $(DESTDIR)$(DOCDIR)/
+	$(INSTALL) -d $(DESTDIR)$(DOCDIR)/prometheus
+	$(INSTALL) -m 644 receiver/prometheus/anamon-receiver.rules.yml \
+	  receiver/prometheus/anamon-receiver.rules.test.yml $(DESTDIR)$(DOCDIR)/prometheus/
 	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man8
 	packaging/man $(TARGET_DIR)/$(RECEIVER_TARGET)/release/anamon-receiver 8 "store installer logs sent with XML-RPC upload_log_data, safely" \
 	  $(DESTDIR)$(MANDIR)/man8/anamon-receiver.8.gz

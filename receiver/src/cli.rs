@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Receives installer logs over XML-RPC `upload_log_data`, as Cobbler does,
-/// and stores them as <dir>/<system>/<file>.
+/// and stores them as <dir>/<system>/<file>. `anamon-receiver status`
+/// prints the systems of a log directory as a table (status --help).
 #[derive(FromArgs, Debug)]
 #[argh(help_triggers("-h", "--help"))]
 pub struct Args {
@@ -103,6 +104,16 @@ pub struct Args {
     /// (default 600)
     #[argh(option, default = "600")]
     view_window: u64,
+    /// run this command (through /bin/sh -c) once each time a system turns
+    /// failed, stalled or finished, with ANAMON_SYSTEM, ANAMON_STATE,
+    /// ANAMON_REASON, ANAMON_STAGE and ANAMON_LINK in its environment;
+    /// needs --view
+    #[argh(option)]
+    on_state_change: Option<String>,
+    /// the view's address as users reach it, for the links the hook
+    /// passes (default http://ADDRESS:PORT of --view)
+    #[argh(option)]
+    view_url: Option<String>,
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -135,12 +146,34 @@ pub struct Config {
 pub enum Command {
     Run(Box<Config>),
     Print(String),
+    /// `anamon-receiver status`: print the systems' table and exit.
+    Status(StatusOptions),
 }
 
-/// Parses `args` (without the program name). An error is one line.
-pub fn parse(args: &[String]) -> Result<Command, String> {
-    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let a = Args::from_args(&["anamon-receiver"], &strs).map_err(|early| match early.status {
+/// Prints every system of the log directory as a table: state, stage,
+/// time since its install began, last upload, and why (as the live view
+/// shows them, by the same rules).
+#[derive(FromArgs, Debug)]
+#[argh(help_triggers("-h", "--help"))]
+struct StatusArgs {
+    /// the log directory (default /var/log/cobbler/anamon)
+    #[argh(option, default = "PathBuf::from(\"/var/log/cobbler/anamon\")")]
+    dir: PathBuf,
+    /// seconds after its last upload a system stops showing as installing
+    /// (default 600, as --view-window)
+    #[argh(option, default = "600")]
+    window: u64,
+    /// only systems in this state (installing, stalled, idle, finished,
+    /// failed)
+    #[argh(option)]
+    state: Option<String>,
+}
+
+pub use crate::view::status::Options as StatusOptions;
+
+/// What argh's early exit means: `--help` printed, or a one-line error.
+fn early_exit(early: argh::EarlyExit) -> Result<Command, String> {
+    match early.status {
         Ok(()) => Ok(Command::Print(early.output)),
         Err(()) => Err(early
             .output
@@ -149,10 +182,30 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             .unwrap_or("bad arguments")
             .trim_end_matches(':')
             .to_string()),
-    });
-    let a = match a {
+    }
+}
+
+fn parse_status(args: &[&str]) -> Result<Command, String> {
+    let a = match StatusArgs::from_args(&["anamon-receiver status"], args) {
         Ok(a) => a,
-        Err(done) => return done,
+        Err(early) => return early_exit(early),
+    };
+    Ok(Command::Status(StatusOptions {
+        dir: a.dir,
+        window: a.window.max(1) as i64,
+        state: a.state,
+    }))
+}
+
+/// Parses `args` (without the program name). An error is one line.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    if strs.first() == Some(&"status") {
+        return parse_status(&strs[1..]);
+    }
+    let a = match Args::from_args(&["anamon-receiver"], &strs) {
+        Ok(a) => a,
+        Err(early) => return early_exit(early),
     };
     if a.version {
         return Ok(Command::Print(
@@ -210,10 +263,18 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             port_file: a.view_port_file.clone(),
             max_connections: a.view_max_connections.max(1),
             window: Duration::from_secs(a.view_window.max(1)),
+            on_state_change: a.on_state_change.clone(),
+            url: a
+                .view_url
+                .as_deref()
+                .map(|u| u.trim_end_matches('/').to_string()),
         }),
     };
     if a.max_files_per_system == 0 {
         return Err("--max-files-per-system must be at least 1".into());
+    }
+    if a.view.is_none() && (a.on_state_change.is_some() || a.view_url.is_some()) {
+        return Err("--on-state-change and --view-url need --view".into());
     }
     if a.max_connections == 0 || a.rate == 0 || a.timeout == 0 || a.session_idle == 0 {
         return Err(
@@ -306,7 +367,53 @@ mod tests {
         match parse(&args)? {
             Command::Run(c) => Ok(*c),
             Command::Print(p) => Err(format!("printed {p}")),
+            Command::Status(o) => Err(format!(
+                "status {} {} {:?}",
+                o.dir.display(),
+                o.window,
+                o.state
+            )),
         }
+    }
+
+    #[test]
+    fn status_and_the_hook() {
+        assert_eq!(
+            run(&[
+                "status",
+                "--dir",
+                "/srv/logs",
+                "--window",
+                "60",
+                "--state",
+                "stalled"
+            ])
+            .err(),
+            Some("status /srv/logs 60 Some(\"stalled\")".to_string())
+        );
+        assert_eq!(
+            run(&["status"]).err(),
+            Some("status /var/log/cobbler/anamon 600 None".to_string())
+        );
+        assert!(run(&["status", "--bogus"]).is_err_and(|e| e.contains("--bogus")));
+        let c = run(&[
+            "--view",
+            "127.0.0.1:0",
+            "--on-state-change",
+            "true",
+            "--view-url",
+            "https://x/a/",
+        ])
+        .unwrap();
+        let v = c.view.unwrap();
+        assert_eq!(
+            (v.on_state_change.as_deref(), v.url.as_deref()),
+            (Some("true"), Some("https://x/a"))
+        );
+        assert_eq!(
+            run(&["--view-url", "https://x"]).err(),
+            Some("--on-state-change and --view-url need --view".to_string())
+        );
     }
 
     #[test]

@@ -35,6 +35,11 @@ use store::{Caps, LogDir};
 
 /// Starts serving; returns the process exit status once SIGTERM or SIGINT
 /// has been handled (0), or at once if it cannot start (1).
+/// `anamon-receiver status`: the systems' table; the exit status.
+pub fn status(opts: &cli::StatusOptions) -> i32 {
+    view::status::run(opts)
+}
+
 pub fn run(cfg: Config) -> i32 {
     match serve(cfg) {
         Ok(()) => 0,

@@ -7,6 +7,9 @@ fn main() -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
+        Ok(anamon_receiver::cli::Command::Status(opts)) => {
+            ExitCode::from(anamon_receiver::status(&opts) as u8)
+        }
         Ok(anamon_receiver::cli::Command::Run(cfg)) => {
             ExitCode::from(anamon_receiver::run(*cfg) as u8)
         }

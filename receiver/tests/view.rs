@@ -11,16 +11,12 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Polls `f` until it gives Some, for up to 15 s.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    common::wait_for(what, 15, f)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 /// Waits until the API says `system` is in state `want`; returns what it
@@ -28,7 +24,8 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 fn wait_state(r: &Receiver, system: &str, want: &str) -> String {
     wait_for(&format!("{system} {want}"), || {
         let j = r.get(&format!("/api/systems/{system}")).text();
-        j.contains(&format!("\"state\": \"{want}\"")).then_some(j)
+        let state = serde_json::from_str::<serde_json::Value>(&j).ok()?["state"].clone();
+        (state == want).then_some(j)
     })
 }
 
@@ -51,7 +48,11 @@ fn states_follow_what_arrives_and_link_to_the_line() {
     let dump = b"anaconda 34.25 exception report\nTraceback (most recent call last):\n";
     assert!(r.upload("web01", "anaconda-tb-x1y2z3", 0, dump));
     let j = wait_state(&r, "web01", "failed");
-    assert!(j.contains("\"file\": \"anaconda-tb-x1y2z3\", \"why\": \"an Anaconda crash dump arrived\", \"line\": 2, \"offset\": 32"), "{j}");
+    assert_eq!(
+        json(&j)["reasons"][0],
+        serde_json::json!({"file": "anaconda-tb-x1y2z3", "why": "an Anaconda crash dump arrived", "line": 2, "offset": 32, "text": "Traceback (most recent call last):"}),
+        "{j}"
+    );
 
     // A %post that failed, in the middle of a log sent in two uploads.
     let first = b"INFO anaconda: ok\nERR anaconda.kickstart: Error code 1 running the ";
@@ -59,9 +60,13 @@ fn states_follow_what_arrives_and_link_to_the_line() {
     assert!(r.upload("web02", "anaconda.log", 0, first));
     assert!(r.upload("web02", "anaconda.log", first.len() as i64, second));
     let j = wait_state(&r, "web02", "failed");
-    assert!(
-        j.contains(
-            "\"why\": \"a kickstart %pre/%post script failed\", \"line\": 2, \"offset\": 18"
+    let why = &json(&j)["reasons"][0];
+    assert_eq!(
+        (&why["why"], &why["line"], &why["offset"]),
+        (
+            &serde_json::json!("a kickstart %pre/%post script failed"),
+            &serde_json::json!(2),
+            &serde_json::json!(18)
         ),
         "{j}"
     );
@@ -91,14 +96,14 @@ fn states_follow_what_arrives_and_link_to_the_line() {
     assert!(r.upload("web04", "dmesg.log", 0, b"[    3.2] Call Trace:\n"));
     wait_state(&r, "web03", "finished");
     let j = wait_state(&r, "web04", "finished");
-    assert!(
-        j.contains("\"file\": \"dmesg.log\", \"why\": \"the first boot's logs arrived\""),
+    assert_eq!(
+        json(&j)["reasons"][0],
+        serde_json::json!({"file": "dmesg.log", "why": "the first boot's logs arrived"}),
         "{j}"
     );
     // Nothing for longer than the window: idle.
     assert!(r.upload("web05", "anaconda.log", 0, b"INFO anaconda: waiting\n"));
     wait_state(&r, "web05", "idle");
-
     let failed = r.get("/?state=failed").text();
     for (name, shown) in [
         ("web01", true),
@@ -133,6 +138,50 @@ fn states_follow_what_arrives_and_link_to_the_line() {
         m.contains(&format!("anamon_receiver_stored_bytes_total {bytes}\n")),
         "{m}"
     );
+    // At a stage, with package N of M: installing at that stage; then
+    // nothing for longer than the window: stalled there, and for how long.
+    let packages = b"INF installation: Task started: Install the payload (10/40)\n\
+        INF packaging: Installing bash (12/345)\n";
+    assert!(r.upload("web08", "anaconda.log", 0, packages));
+    let j = json(&wait_state(&r, "web08", "installing"));
+    assert_eq!(
+        (
+            &j["stage"]["name"],
+            &j["stage"]["package"],
+            &j["stage"]["packages"]
+        ),
+        (
+            &serde_json::json!("packages"),
+            &serde_json::json!(12),
+            &serde_json::json!(345)
+        ),
+        "{j}"
+    );
+    let list = r.get("/?state=installing").text();
+    assert!(
+        list.contains("<div class=\"stage\">packages 12/345 · "),
+        "{list}"
+    );
+    let j = json(&wait_state(&r, "web08", "stalled"));
+    assert_eq!(j["stage"]["name"], "packages", "{j}");
+    assert!(j["stalled_s"].as_i64().unwrap() > 3, "{j}");
+    let list = r.get("/?state=stalled").text();
+    assert!(
+        list.contains("<span class=\"stall\">no new line for "),
+        "{list}"
+    );
+    // At its last step (the %post scripts) and then quiet: finished.
+    assert!(r.upload(
+        "web09",
+        "anaconda.log",
+        0,
+        b"INFO anaconda: Running kickstart %%post script(s)\n"
+    ));
+    let j = json(&wait_state(&r, "web09", "finished"));
+    assert_eq!(
+        j["reasons"][0]["why"], "the installer ran its %post scripts, its last step, and stopped",
+        "{j}"
+    );
 }
 
 #[test]
@@ -140,7 +189,7 @@ fn hostile_contents_and_requests_are_shown_safely_and_nothing_is_written() {
     let r = Receiver::start("view-hostile", &["--view", "127.0.0.1:0"]);
     let hostile: &[u8] =
         b"<script>alert(1)</script><img src=x onerror=alert(2)>&amp; \x1b[31mred\x1b[0m \
-        \x00\x07\xff\xfe \xe2\x80\xae desrever\r\n\"'\nTraceback (<b>bold</b>\n";
+        \x00\x07\xff\xfe \xe2\x80\xae desrever\r\n\"'\nKernel panic - not syncing (<b>bold</b>\n";
     assert!(r.upload("web01", "evil.log", 0, hostile));
     let logs = r.logs();
     let outside = r.dir.path("outside");
@@ -177,13 +226,13 @@ fn hostile_contents_and_requests_are_shown_safely_and_nothing_is_written() {
     };
     let clean = |what: &str, resp: &Response| safe(what, resp, true);
     let file = clean("file page", &r.get("/s/web01/evil.log"));
-    assert!(file.contains("&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;&amp;amp; red \u{2400}\u{2407}\u{fffd}\u{fffd} \u{fffd} desrever\n&quot;&#39;\nTraceback (&lt;b&gt;bold&lt;/b&gt;"), "{file}");
+    assert!(file.contains("&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;&amp;amp; red \u{2400}\u{2407}\u{fffd}\u{fffd} \u{fffd} desrever\n&quot;&#39;\nKernel panic - not syncing (&lt;b&gt;bold&lt;/b&gt;"), "{file}");
     let list = wait_for("the traceback in the list", || {
         let body = clean("list", &r.get("/"));
         body.contains("failed").then_some(body)
     });
     assert!(
-        list.contains("<code>Traceback (&lt;b&gt;bold&lt;/b&gt;</code>"),
+        list.contains("<code>Kernel panic - not syncing (&lt;b&gt;bold&lt;/b&gt;</code>"),
         "{list}"
     );
     assert!(
@@ -197,7 +246,7 @@ fn hostile_contents_and_requests_are_shown_safely_and_nothing_is_written() {
     );
     let json = safe("JSON", &r.get("/api/systems"), false);
     assert!(
-        json.contains("\"text\": \"Traceback (<b>bold</b>\""),
+        json.contains("\"text\": \"Kernel panic - not syncing (<b>bold</b>\""),
         "{json}"
     );
     let chunk = safe(
@@ -205,7 +254,7 @@ fn hostile_contents_and_requests_are_shown_safely_and_nothing_is_written() {
         &r.get("/api/systems/web01/evil.log?from=0"),
         false,
     );
-    assert!(chunk.contains("\\u000a\\\"'\\u000aTraceback"), "{chunk}");
+    assert!(chunk.contains("\\u000a\\\"'\\u000aKernel panic"), "{chunk}");
     // Pages load nothing but the view's own script and style, and are
     // never sniffed or framed.
     let page = r.get("/");
@@ -434,11 +483,14 @@ fn a_huge_log_is_checked_in_bounded_steps() {
     );
     let j = wait_state(&r, "web01", "failed");
     let line = log.iter().filter(|&&b| b == b'\n').count();
-    assert!(
-        j.contains(&format!(
-            "\"why\": \"the kernel ran out of memory\", \"line\": {line}, \"offset\": {}",
-            log.len() - tail.len() + 1
-        )),
+    let why = &json(&j)["reasons"][0];
+    assert_eq!(
+        (&why["why"], &why["line"], &why["offset"]),
+        (
+            &serde_json::json!("the kernel ran out of memory"),
+            &serde_json::json!(line),
+            &serde_json::json!(log.len() - tail.len() + 1)
+        ),
         "{j}"
     );
     assert!(j.contains("\"unscanned_bytes\": 0"), "{j}");

@@ -11,7 +11,7 @@
 //! skipped, and so are files with more than one link (a planted hard link
 //! must not serve another file's contents).
 
-use super::state::{self, Kind, Reason, Scanner, State};
+use super::state::{self, Progress, Reason, Scanner, State, Verdict};
 use crate::sys::{self, Fd};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -84,6 +84,9 @@ struct Entry {
     ino: u64,
     size: u64,
     mtime: i64,
+    /// When the file was made: its birth time where the file system keeps
+    /// one (statx), else its modification time when first indexed.
+    born: i64,
     head: Vec<u8>,
     scanner: Scanner,
 }
@@ -93,6 +96,11 @@ pub struct SystemView {
     pub name: String,
     pub state: State,
     pub reasons: Vec<Reason>,
+    /// Its stage, package N of M, and since when, if the logs say.
+    pub progress: Option<Progress>,
+    /// When its oldest file was made (birth time, else the modification
+    /// time the receiver first saw): when its install began.
+    pub started: i64,
     pub files: Vec<FileView>,
     pub bytes: u64,
     /// Newest file modification, seconds since the epoch (0: no files).
@@ -122,6 +130,12 @@ impl Index {
         true
     }
 
+    /// Looks at everything and reads every new byte, whatever it costs
+    /// (`anamon-receiver status`, run once).
+    pub fn refresh_fully(&mut self, dir: &Fd) {
+        self.refresh(dir, u64::MAX);
+    }
+
     /// The time the last refresh took.
     pub fn cost(&self) -> Duration {
         self.cost
@@ -146,22 +160,34 @@ impl Index {
             sys.omitted_files = files.len().saturating_sub(MAX_FILES);
             files.truncate(MAX_FILES);
             let old = std::mem::take(&mut sys.files);
-            sys.files = merge(old, files, |_, kept, (ino, size, mtime)| {
-                let mut e = kept.unwrap_or(Entry {
-                    ino,
-                    size,
-                    mtime,
-                    head: Vec::new(),
-                    scanner: Scanner::default(),
-                });
-                if e.ino != ino || size < e.scanner.scanned {
-                    // Another file by that name, or cut short: start over.
-                    e.head.clear();
-                    e.scanner = Scanner::default();
-                }
-                (e.ino, e.size, e.mtime) = (ino, size, mtime);
-                Some(e)
-            });
+            sys.files = merge(
+                old,
+                files,
+                |_,
+                 kept,
+                 FileStat {
+                     ino,
+                     size,
+                     mtime,
+                     born,
+                 }| {
+                    let mut e = kept.unwrap_or(Entry {
+                        ino,
+                        size,
+                        mtime,
+                        born: born.unwrap_or(mtime),
+                        head: Vec::new(),
+                        scanner: Scanner::default(),
+                    });
+                    if e.ino != ino || size < e.scanner.scanned {
+                        // Another file by that name, or cut short: start over.
+                        e.head.clear();
+                        e.scanner = Scanner::default();
+                    }
+                    (e.ino, e.size, e.mtime) = (ino, size, mtime);
+                    Some(e)
+                },
+            );
             Some(sys)
         });
         self.read_new_bytes(dir, budget);
@@ -209,7 +235,7 @@ impl Index {
                     e.scanner = Scanner::default();
                 }
             }
-            let failures = state::kind_of(file) != Kind::FirstBoot;
+            let source = state::source_of(file);
             while e.scanner.scanned < e.size && budget > 0 {
                 let want = (e.size - e.scanner.scanned).min(budget).min(CHUNK as u64) as usize;
                 buf.resize(want, 0);
@@ -224,7 +250,8 @@ impl Index {
                     let take = (HEAD - e.head.len()).min(n);
                     e.head.extend_from_slice(&buf[..take]);
                 }
-                e.scanner.feed(&buf[..n], failures);
+                e.scanner.feed(&buf[..n], source);
+                e.scanner.stamp(e.mtime);
                 budget = budget.saturating_sub(n as u64);
             }
             if e.scanner.scanned < e.size && budget == 0 {
@@ -257,11 +284,17 @@ fn view_of(name: &str, sys: &System, now: i64, window: i64) -> SystemView {
             scanner: &e.scanner,
         })
         .collect();
-    let (state, reasons) = state::derive(&facts, now, window);
+    let Verdict {
+        state,
+        reasons,
+        progress,
+    } = state::derive(&facts, now, window);
     SystemView {
         name: name.to_string(),
         state,
         reasons,
+        progress,
+        started: sys.files.iter().map(|(_, e)| e.born).min().unwrap_or(0),
         files: sys
             .files
             .iter()
@@ -305,7 +338,16 @@ fn list_systems(dir: &Fd) -> Vec<(String, i64)> {
 }
 
 /// A system directory's plain files: (name, (inode, size, mtime)), by name.
-fn list_files(dir: &Fd) -> Vec<(String, (u64, u64, i64))> {
+/// What the directory says of a file.
+struct FileStat {
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    /// Birth time, where the file system keeps one.
+    born: Option<i64>,
+}
+
+fn list_files(dir: &Fd) -> Vec<(String, FileStat)> {
     let Ok(rd) = std::fs::read_dir(sys::fd_path(dir)) else {
         return Vec::new();
     };
@@ -315,10 +357,23 @@ fn list_files(dir: &Fd) -> Vec<(String, (u64, u64, i64))> {
             let name = e.file_name().into_string().ok()?;
             let meta = e.metadata().ok()?;
             (meta.file_type().is_file() && meta.nlink() == 1 && anamon_names::is_file_name(&name))
-                .then(|| (name, (meta.ino(), meta.size(), meta.mtime())))
+                .then(|| {
+                    let born = meta
+                        .created()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs() as i64);
+                    let stat = FileStat {
+                        ino: meta.ino(),
+                        size: meta.size(),
+                        mtime: meta.mtime(),
+                        born,
+                    };
+                    (name, stat)
+                })
         })
         .collect();
-    files.sort_unstable();
+    files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     files
 }
 

@@ -15,9 +15,12 @@
 //! apart from the uploads', and every response is bounded (rows, bytes, the
 //! time an event stream stays open).
 
+mod hooks;
 mod index;
 mod pages;
+mod rules;
 mod state;
+pub mod status;
 mod text;
 
 use crate::http::{self, Head, Reject};
@@ -43,6 +46,10 @@ pub struct Settings {
     pub max_connections: usize,
     /// A system with an upload within this long is *installing*.
     pub window: Duration,
+    /// `--on-state-change`: the command, and the base of its links
+    /// (`--view-url`; the view's own address when absent).
+    pub on_state_change: Option<String>,
+    pub url: Option<String>,
 }
 
 /// Bytes of a file's end a file page shows, and an API call returns.
@@ -97,6 +104,17 @@ pub fn start(
         follows: AtomicUsize::new(0),
         max_follows: (settings.max_connections / 2).max(1),
     });
+    if let Some(command) = &settings.on_state_change {
+        let hook = hooks::Hook {
+            command: command.clone(),
+            link_base: settings
+                .url
+                .clone()
+                .unwrap_or_else(|| format!("http://{local}")),
+        };
+        hooks::start(hook, Arc::clone(&view.service), view.window)
+            .map_err(|e| format!("cannot start the hook's thread: {e}"))?;
+    }
     let slots = Arc::new(Slots::new(settings.max_connections));
     std::thread::Builder::new()
         .name("view".into())

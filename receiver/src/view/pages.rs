@@ -4,10 +4,10 @@
 //! rules already, and are escaped anyway.
 
 use super::index::SystemView;
-use super::state::{Reason, State};
+use super::state::{Reason, Stage, State};
 use super::text;
 use crate::log::utc;
-use crate::rpc::json_str;
+use serde_json::{json, Value};
 use std::fmt::Write;
 
 /// Rows shown on the systems page (and systems in the JSON list); the rest
@@ -77,8 +77,7 @@ pub fn systems_live(all: &[SystemView], filter: Option<State>, now: i64, omitted
     let shown = sorted(all, filter);
     for v in shown.iter().take(MAX_ROWS) {
         let name = text::html(v.name.as_bytes());
-        let _ =
-            writeln!(
+        let _ = writeln!(
             s,
             "<tr class=\"{st}\" data-system=\"{name}\"><td><a href=\"/s/{name}\">{name}</a></td>\
              <td><span class=\"state {st}\">{st}</span>{why}</td><td class=\"n\">{}</td>\
@@ -88,7 +87,11 @@ pub fn systems_live(all: &[SystemView], filter: Option<State>, now: i64, omitted
             utc(v.last_upload),
             ago(now.saturating_sub(v.last_upload)),
             st = v.state.name(),
-            why = v.reasons.first().map(|r| reason_html(&v.name, v.state, r)).unwrap_or_default(),
+            why = v
+                .reasons
+                .first()
+                .map(|r| reason_html(&v.name, v.state, r))
+                .unwrap_or_else(|| progress_html(v, now)),
         );
     }
     s.push_str("</tbody></table>\n");
@@ -156,6 +159,7 @@ pub fn system_live(v: &SystemView, now: i64) -> String {
         let _ = write!(s, " · {} not checked yet", bytes(v.unscanned));
     }
     s.push_str("</p>\n");
+    s.push_str(&progress_html(v, now));
     for r in &v.reasons {
         s.push_str(&reason_html(&v.name, v.state, r));
     }
@@ -248,76 +252,107 @@ pub fn error_page(status: u16, why: &str) -> String {
 /// `/api/systems`: the systems page as JSON.
 pub fn systems_json(all: &[SystemView], filter: Option<State>, now: i64, omitted: usize) -> String {
     let shown = sorted(all, filter);
-    let mut s = format!(
-        "{{\"now\": {now}, \"omitted\": {}, \"systems\": [",
-        omitted + shown.len().saturating_sub(MAX_ROWS)
-    );
-    for (i, v) in shown.iter().take(MAX_ROWS).enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str("\n  ");
-        system_json(&mut s, v, now, false);
-    }
-    s.push_str("\n]}\n");
-    s
+    let doc = json!({
+        "now": now,
+        "omitted": omitted + shown.len().saturating_sub(MAX_ROWS),
+        "systems": shown.iter().take(MAX_ROWS).map(|v| system_value(v, now, false)).collect::<Vec<_>>(),
+    });
+    format!("{doc:#}\n")
 }
 
 /// One system as a JSON object; with `files`, each file too.
 pub fn system_json(s: &mut String, v: &SystemView, now: i64, files: bool) {
-    let _ = write!(
-        s,
-        "{{\"name\": {}, \"state\": \"{}\", \"files\": {}, \"bytes\": {}, \"last_upload\": {}, \
-         \"last_upload_utc\": \"{}\", \"age_s\": {}, \"unscanned_bytes\": {}, \"reasons\": [",
-        json_str(&v.name),
-        v.state.name(),
-        v.files.len(),
-        v.bytes,
-        v.last_upload,
-        utc(v.last_upload),
-        now.saturating_sub(v.last_upload),
-        v.unscanned
-    );
-    for (i, r) in v.reasons.iter().enumerate() {
-        if i > 0 {
-            s.push_str(", ");
+    let _ = write!(s, "{:#}", system_value(v, now, files));
+}
+
+fn system_value(v: &SystemView, now: i64, files: bool) -> Value {
+    let reasons: Vec<Value> = v
+        .reasons
+        .iter()
+        .map(|r| {
+            let mut o = json!({"file": r.file, "why": r.why});
+            if let Some(f) = &r.found {
+                o["line"] = json!(f.line);
+                o["offset"] = json!(f.offset);
+                o["text"] = json!(text::plain(&f.text));
+            }
+            o
+        })
+        .collect();
+    let mut o = json!({
+        "name": v.name,
+        "state": v.state.name(),
+        "files": v.files.len(),
+        "bytes": v.bytes,
+        "last_upload": v.last_upload,
+        "last_upload_utc": utc(v.last_upload),
+        "age_s": now.saturating_sub(v.last_upload),
+        "unscanned_bytes": v.unscanned,
+        "started": v.started,
+        "elapsed_s": now.saturating_sub(v.started),
+        "reasons": reasons,
+    });
+    if let Some(p) = &v.progress {
+        let mut stage = json!({"name": p.stage.name()});
+        if let Some(since) = p.since {
+            stage["since"] = json!(since);
+            stage["for_s"] = json!(now.saturating_sub(since));
         }
-        let _ = write!(
-            s,
-            "{{\"file\": {}, \"why\": {}",
-            json_str(&r.file),
-            json_str(r.why)
-        );
-        if let Some(f) = &r.found {
-            let _ = write!(
-                s,
-                ", \"line\": {}, \"offset\": {}, \"text\": {}",
-                f.line,
-                f.offset,
-                json_str(&text::plain(&f.text))
-            );
+        if let Some((n, m)) = p.packages {
+            stage["package"] = json!(n);
+            stage["packages"] = json!(m);
         }
-        s.push('}');
+        o["stage"] = stage;
     }
-    s.push(']');
+    if v.state == State::Stalled {
+        o["stalled_s"] = json!(now.saturating_sub(v.last_upload));
+    }
     if files {
-        s.push_str(", \"file_list\": [");
-        for (i, f) in v.files.iter().enumerate() {
-            if i > 0 {
-                s.push_str(", ");
+        o["file_list"] = v
+            .files
+            .iter()
+            .map(|f| {
+                json!({
+                    "name": f.name,
+                    "bytes": f.size,
+                    "modified": f.mtime,
+                    "modified_utc": utc(f.mtime),
+                })
+            })
+            .collect();
+    }
+    o
+}
+
+/// Where the install is, as a line: `packages 812/1999 · 4 min`, and for a
+/// stalled one how long it has been quiet.
+fn progress_html(v: &SystemView, now: i64) -> String {
+    let mut s = String::new();
+    if let Some(p) = &v.progress {
+        if matches!(v.state, State::Installing | State::Stalled) {
+            let _ = write!(s, "<div class=\"stage\">{}", p.stage.name());
+            if let Some((n, m)) = p.packages.filter(|_| p.stage == Stage::Packages) {
+                let _ = write!(s, " {n}/{m}");
+            }
+            if let Some(since) = p.since {
+                let _ = write!(s, " · {}", ago(now.saturating_sub(since)));
+            }
+            if v.state == State::Stalled {
+                let _ = write!(
+                    s,
+                    " · <span class=\"stall\">no new line for {}</span>",
+                    ago(now.saturating_sub(v.last_upload))
+                );
             }
             let _ = write!(
                 s,
-                "{{\"name\": {}, \"bytes\": {}, \"modified\": {}, \"modified_utc\": \"{}\"}}",
-                json_str(&f.name),
-                f.size,
-                f.mtime,
-                utc(f.mtime)
+                " · {} since it began",
+                ago(now.saturating_sub(v.started))
             );
+            s.push_str("</div>");
         }
-        s.push(']');
     }
-    s.push('}');
+    s
 }
 
 /// `1.5 MiB`.

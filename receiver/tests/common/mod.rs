@@ -179,3 +179,19 @@ impl Response {
         })
     }
 }
+
+/// Polls `f` until it gives Some, for up to `seconds` (a wait, not a
+/// timed assertion: slow machines only wait longer).
+pub fn wait_for<T>(what: &str, seconds: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = std::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
