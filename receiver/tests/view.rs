@@ -293,7 +293,8 @@ impl Seen {
         if String::from_utf8_lossy(head).contains("Transfer-Encoding: chunked") {
             // Whole chunks only: `size\r\ndata\r\n`.
             while let Some(nl) = body.windows(2).position(|w| w == b"\r\n") {
-                let size = usize::from_str_radix(&String::from_utf8_lossy(&body[..nl]), 16).unwrap();
+                let size =
+                    usize::from_str_radix(&String::from_utf8_lossy(&body[..nl]), 16).unwrap();
                 if body.len() < nl + 2 + size + 2 {
                     break;
                 }
