@@ -59,9 +59,9 @@ pub struct Args {
     #[argh(option, default = "32")]
     max_connections_per_address: usize,
     /// bytes of request bodies held at once, from their reading to their
-    /// answer; requests wait for room within --timeout (default 32M, at
+    /// answer; requests wait for room within --timeout (default 16M, at
     /// least --max-request-size)
-    #[argh(option, default = "String::from(\"32M\")")]
+    #[argh(option, default = "String::from(\"16M\")")]
     body_memory: String,
     /// largest request body (default 1M; an agent's 256 KiB chunk is about
     /// 350 KiB of XML)

@@ -188,9 +188,7 @@ async fn listen(
     addr: SocketAddr,
     port_file: Option<&Path>,
 ) -> Result<tokio::net::TcpListener, StartError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| StartError::Listen(flag, addr, e))?;
+    let listener = bind(addr).map_err(|e| StartError::Listen(flag, addr, e))?;
     if let Some(p) = port_file {
         let port = listener
             .local_addr()
@@ -205,6 +203,22 @@ async fn listen(
             .map_err(|e| StartError::PortFile(port_flag, p.to_path_buf(), e))?;
     }
     Ok(listener)
+}
+
+/// Connections the kernel queues for `accept` (the system's somaxconn
+/// caps it): room for a burst of agents, and for floods that reconnect as
+/// fast as they are closed, without dropping a legitimate client's SYN.
+const BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Descriptors kept for other uses than connections: the log directory,

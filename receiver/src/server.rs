@@ -34,7 +34,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
 /// A request head must arrive within this long (or `--timeout`, if
@@ -91,14 +91,17 @@ pub struct Conn {
     /// forwards for.
     pub trusted_proxy: bool,
     reset: Arc<AtomicBool>,
+    cut: Arc<Notify>,
 }
 
 impl Conn {
-    /// Makes the connection end with a reset (SO_LINGER 0) when it closes,
-    /// so the kernel drops what is still queued for a client that does not
-    /// read it, instead of trickling it out for minutes.
-    pub fn reset_on_close(&self) {
+    /// Ends the connection now, with a reset (SO_LINGER 0): the kernel
+    /// drops what is still queued for a client that does not read it,
+    /// instead of trickling it out for minutes, and hyper stops whatever
+    /// it was flushing.
+    pub fn cut(&self) {
         self.reset.store(true, Ordering::Relaxed);
+        self.cut.notify_one();
     }
 }
 
@@ -227,6 +230,7 @@ pub async fn accept_loop<S: Site>(
                     peer,
                     trusted_proxy: gate.trusted.contains(&peer),
                     reset: Arc::new(AtomicBool::new(false)),
+                    cut: Arc::new(Notify::new()),
                 };
                 tokio::spawn(serve_connection(
                     stream,
@@ -269,6 +273,7 @@ async fn serve_connection<S: Site>(
         stall: None,
         reset: Arc::clone(&conn.reset),
     };
+    let cut = Arc::clone(&conn.cut);
     let service = hyper::service::service_fn(move |req| {
         let (site, conn) = (Arc::clone(&site), conn.clone());
         async move { Ok::<_, std::convert::Infallible>(site.handle(conn, req).await) }
@@ -279,12 +284,15 @@ async fn serve_connection<S: Site>(
         .keep_alive(bounds.keep_alive == KeepAlive::On)
         .max_buf_size(MAX_HEAD)
         .title_case_headers(true)
-        .serve_connection(TokioIo::new(socket), service)
-        .await;
-    if let Err(e) = served {
-        if e.is_timeout() {
-            crate::metrics::CONNECTIONS.head_timeout();
+        .serve_connection(TokioIo::new(socket), service);
+    tokio::select! {
+        served = served => {
+            if served.is_err_and(|e| e.is_timeout()) {
+                crate::metrics::CONNECTIONS.head_timeout();
+            }
         }
+        // Dropping the connection drops the socket: closed with a reset.
+        () = cut.notified() => {}
     }
     drop(slot);
 }
@@ -436,7 +444,7 @@ pub async fn send_within(
         Ok(Err(_)) => false,
         Err(_) => {
             crate::metrics::CONNECTIONS.slow_reader();
-            conn.reset_on_close();
+            conn.cut();
             false
         }
     }

@@ -637,7 +637,7 @@ async fn stream_raw(fd: Arc<Fd>, size: u64, tx: mpsc::Sender<Bytes>, conn: Conn)
         if chunk.is_empty() {
             // Shorter than when the head went out: the client sees the
             // connection end before Content-Length, as it should.
-            conn.reset_on_close();
+            conn.cut();
             return;
         }
         sent += chunk.len() as u64;
