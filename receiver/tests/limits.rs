@@ -98,14 +98,7 @@ fn a_silent_client_is_cut_off_at_the_deadline() {
     // Trickling the head one byte at a time does not extend the deadline.
     let mut c = r.connect();
     let t = Instant::now();
-    for b in b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n" {
-        if c.write_all(&[*b]).is_err() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(60));
-    }
-    let mut out = String::new();
-    let _ = c.read_to_string(&mut out);
+    let out = trickle(&mut c, b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n", 60);
     assert_eq!(out, "", "{out:?}");
     assert!(t.elapsed() < Duration::from_secs(4));
     // Nor does trickling the body: 408 at --timeout.
@@ -113,16 +106,23 @@ fn a_silent_client_is_cut_off_at_the_deadline() {
     c.write_all(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n")
         .unwrap();
     let t = Instant::now();
-    for b in b"0123456789" {
+    let out = trickle(&mut c, b"0123456789", 300);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
+    assert!(t.elapsed() < Duration::from_secs(4));
+}
+
+/// Sends `bytes` one at a time, `gap_ms` apart, until the server stops
+/// taking them; returns its answer.
+fn trickle(c: &mut TcpStream, bytes: &[u8], gap_ms: u64) -> String {
+    for b in bytes {
         if c.write_all(&[*b]).is_err() {
             break;
         }
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(gap_ms));
     }
     let mut out = String::new();
     let _ = c.read_to_string(&mut out);
-    assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
-    assert!(t.elapsed() < Duration::from_secs(4));
+    out
 }
 
 #[test]

@@ -59,38 +59,32 @@ def slow_reader(port, source, held):
     held.append((time.monotonic() - t, got))
 
 
-def page(port, source):
+def get(port, target, source="127.0.0.1"):
+    """GETs `target` from `source` (the view answers and closes); returns
+    (seconds taken, the whole answer), or (None, b"") if it failed."""
     s = socket.socket()
     s.bind((source, 0))
     s.settimeout(20)
     t = time.monotonic()
+    out = b""
     try:
         s.connect(("127.0.0.1", port))
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        out = b""
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         while True:
             data = s.recv(65536)
             if not data:
                 break
             out += data
     except OSError:
-        return None
+        return None, out
     finally:
         s.close()
-    return time.monotonic() - t if out.startswith(b"HTTP/1.1 200") else None
+    return time.monotonic() - t, out
 
 
-def page_text(port, target):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    out = b""
-    while True:
-        data = s.recv(65536)
-        if not data:
-            break
-        out += data
-    s.close()
-    return out.decode("utf-8", "replace")
+def page(port, source):
+    took, out = get(port, "/", source)
+    return took if out.startswith(b"HTTP/1.1 200") else None
 
 
 def main():
@@ -120,7 +114,7 @@ def main():
         STOP.set()
         for t in readers:
             t.join(10)
-        metrics = page_text(view_port, "/metrics")
+        metrics = get(view_port, "/metrics")[1].decode("utf-8", "replace")
         cuts = next((l.rsplit(" ", 1)[1] for l in metrics.splitlines()
                      if 'cause="slow_reader"' in l), "none")
         answered = [x for x in latencies if x is not None]
