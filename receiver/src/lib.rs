@@ -104,7 +104,7 @@ fn serve(cfg: Config) -> Result<(), StartError> {
         .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .map_err(StartError::Runtime)?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         // The view listens first: its port file is there once the
         // uploads' is.
         let view = match &cfg.view {
@@ -115,7 +115,11 @@ fn serve(cfg: Config) -> Result<(), StartError> {
         let bounds = upload_bounds(&cfg, open_files);
         announce(&cfg, &listener, &service, &bounds);
         tokio::spawn(sweep(Arc::clone(&service)));
-        let stop = stop_signal();
+        let (stopping, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            stop_signal().await;
+            let _ = stopping.send(true);
+        });
         let gate = Gate::new(&bounds, cfg.trusted_proxies.clone());
         let uploads = Arc::new(Uploads::new(
             Arc::clone(&service),
@@ -123,15 +127,8 @@ fn serve(cfg: Config) -> Result<(), StartError> {
             cfg.max_request_size,
             cfg.body_memory,
         ));
-        let (stopped, stop_view) = tokio::sync::watch::channel(false);
-        let view_done = view.map(|v| {
-            let mut stop_view = stop_view.clone();
-            tokio::spawn(v.serve(async move {
-                let _ = stop_view.wait_for(|s| *s).await;
-            }))
-        });
+        let view_done = view.map(|v| tokio::spawn(v.serve(stop.clone())));
         server::accept_loop(listener, uploads, Arc::clone(&gate), bounds, stop).await;
-        let _ = stopped.send(true);
         let busy = gate.drain(cfg.timeout).await;
         if let Some(v) = view_done {
             let _ = v.await;
@@ -146,7 +143,11 @@ fn serve(cfg: Config) -> Result<(), StartError> {
             }
         );
         Ok(())
-    })
+    });
+    // What is still running (an event stream, a call stuck on the disk)
+    // is abandoned, not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
 }
 
 /// The log directory, the call log and the checks: what answers a call.

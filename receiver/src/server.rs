@@ -195,20 +195,27 @@ impl Gate {
     }
 }
 
-/// Accepts connections on `listener` until `stop` resolves, each served
-/// on a task of its own while it holds a slot of `gate`.
+/// Whether the receiver is stopping (SIGTERM/SIGINT): accept loops end,
+/// and each connection finishes the request it is serving, then closes.
+pub type Stop = tokio::sync::watch::Receiver<bool>;
+
+async fn stopped(stop: &mut Stop) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Accepts connections on `listener` until `stop`, each served on a task
+/// of its own while it holds a slot of `gate`.
 pub async fn accept_loop<S: Site>(
     listener: TcpListener,
     site: Arc<S>,
     gate: Arc<Gate>,
     bounds: Bounds,
-    stop: impl Future<Output = ()>,
+    mut stop: Stop,
 ) {
-    tokio::pin!(stop);
     loop {
         let place = tokio::select! {
             place = gate.place() => place,
-            () = &mut stop => return,
+            () = stopped(&mut stop) => return,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -221,7 +228,7 @@ pub async fn accept_loop<S: Site>(
                     continue;
                 }
             },
-            () = &mut stop => return,
+            () = stopped(&mut stop) => return,
         };
         let peer = peer.ip();
         match gate.admit(place, peer) {
@@ -238,6 +245,7 @@ pub async fn accept_loop<S: Site>(
                     Arc::clone(&site),
                     bounds.clone(),
                     slot,
+                    stop.clone(),
                 ));
             }
             None => {
@@ -266,6 +274,7 @@ async fn serve_connection<S: Site>(
     site: Arc<S>,
     bounds: Bounds,
     slot: Slot,
+    mut stop: Stop,
 ) {
     let _ = stream.set_nodelay(true);
     let socket = Socket {
@@ -285,14 +294,24 @@ async fn serve_connection<S: Site>(
         .max_buf_size(MAX_HEAD)
         .title_case_headers(true)
         .serve_connection(TokioIo::new(socket), service);
-    tokio::select! {
-        served = served => {
-            if served.is_err_and(|e| e.is_timeout()) {
-                crate::metrics::CONNECTIONS.head_timeout();
+    tokio::pin!(served);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            served = served.as_mut() => {
+                if served.is_err_and(|e| e.is_timeout()) {
+                    crate::metrics::CONNECTIONS.head_timeout();
+                }
+                break;
+            }
+            // Dropping the connection drops the socket: closed with a reset.
+            () = cut.notified() => break,
+            // An idle connection closes now, a busy one after its answer.
+            () = stopped(&mut stop), if !stopping => {
+                stopping = true;
+                served.as_mut().graceful_shutdown();
             }
         }
-        // Dropping the connection drops the socket: closed with a reset.
-        () = cut.notified() => {}
     }
     drop(slot);
 }

@@ -201,3 +201,24 @@ fn slow_readers_from_one_address_leave_the_view_to_others() {
     assert!(answer.contains("</html>"), "{answer:?}");
     drop(readers);
 }
+
+#[test]
+fn a_stop_does_not_wait_for_idle_connections() {
+    let mut r = Receiver::start("conn-stop", &[]);
+    let mut c = connect_from("127.0.0.1", r.peer.port);
+    let call = upload("web01", "a.log", 2, 0, &b64(b"x\n"));
+    c.write_all(post(&call).as_bytes()).unwrap();
+    assert!(is_true(&response(&mut c)));
+    // The connection stays open for another request; SIGTERM closes it
+    // at once rather than after the 10 s idle time.
+    anamon_testkit::sys::signal_group(r.peer.child_id(), anamon_testkit::sys::SIGTERM);
+    assert_eq!(r.peer.wait_exit(Duration::from_secs(5)), Some(0));
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        r.log_text().contains("stopping on signal\n"),
+        "{}",
+        r.log_text()
+    );
+}

@@ -36,7 +36,6 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use index::Index;
 use state::State;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -129,8 +128,8 @@ pub async fn bind(
 }
 
 impl Listening {
-    /// Serves until `stop` resolves, then gives open responses a moment.
-    pub async fn serve(self, stop: impl Future<Output = ()>) {
+    /// Serves until `stop`, then gives open responses a moment.
+    pub async fn serve(self, stop: server::Stop) {
         let gate = Gate::new(&self.bounds, Vec::new());
         accept_loop(
             self.listener,
