@@ -26,6 +26,7 @@ UPLOADS = 50
 PACE = 0.1           # seconds between the agent's uploads
 P99_BOUND = 1.0      # seconds: the pass criterion
 KEEPALIVE_N = 1000
+AGENT_FOR = 90       # seconds: uploads not made by then count as failed
 
 
 def raise_nofile():
@@ -93,7 +94,10 @@ def agent(port, source, tag):
     """50 uploads at an agent's pace; returns (latencies of successes, failures)."""
     lat, failed = [], 0
     offset = 0
+    give_up = time.monotonic() + AGENT_FOR
     for n in range(UPLOADS):
+        if time.monotonic() > give_up:
+            return lat, failed + UPLOADS - n
         data = f"{tag} line {n}\n".encode()
         t = time.monotonic()
         try:

@@ -77,7 +77,7 @@ def main():
                         ["--view", "127.0.0.1:0", "--view-port-file", live_port_file])
     flood = None
     try:
-        view_port = int(open(live_port_file).read())
+        view_port = common.wait_port_file(live_port_file)
         os.makedirs(os.path.join(r.dir, "web01"), exist_ok=True)
         with open(os.path.join(r.dir, "web01", "big.log"), "wb") as f:
             f.write((b"x" * 99 + b"\n") * (view.LOG_BYTES // 100))

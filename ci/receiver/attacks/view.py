@@ -93,7 +93,7 @@ def main():
     r = common.Receiver(args.receiver, args.work, "view",
                         ["--view", "127.0.0.1:0", "--view-port-file", view_port_file])
     try:
-        view_port = int(open(view_port_file).read())
+        view_port = common.wait_port_file(view_port_file)
         os.makedirs(os.path.join(r.dir, "web01"), exist_ok=True)
         with open(os.path.join(r.dir, "web01", "big.log"), "wb") as f:
             line = b"x" * 99 + b"\n"
