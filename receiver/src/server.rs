@@ -469,6 +469,15 @@ pub async fn send_within(
     }
 }
 
+/// Adds the Server header every answer carries.
+pub fn with_server(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut().insert(
+        hyper::header::SERVER,
+        hyper::header::HeaderValue::from_static("anamon-receiver"),
+    );
+    resp
+}
+
 /// Raises this process's open-file limit to its hard limit (systemd's
 /// default soft limit is 1024, the hard one 524288): every connection is a
 /// descriptor. Returns the limit now in force.

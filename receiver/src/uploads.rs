@@ -10,7 +10,7 @@
 
 use crate::metrics::{self, COUNTERS};
 use crate::rpc::Service;
-use crate::server::{Body, Conn, Site};
+use crate::server::{with_server, Body, Conn, Site};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
@@ -29,10 +29,11 @@ pub const RPC_PATHS: [&str; 3] = ["/cobbler_api", "/RPC2", "/"];
 const UNIT: usize = 1024;
 
 pub struct Uploads {
-    pub service: Arc<Service>,
+    service: Arc<Service>,
     /// Time from a request's head to the end of its body.
-    pub timeout: Duration,
-    pub max_body: usize,
+    timeout: Duration,
+    max_body: usize,
+    /// Room for bodies in memory, in units of [`UNIT`] bytes.
     budget: Arc<Semaphore>,
 }
 
@@ -49,17 +50,17 @@ fn refuse(status: StatusCode, why: impl Into<String>) -> Refusal {
     }
 }
 
-/// Why a body was not read whole.
-enum BodyError {
+/// Why a request got no XML-RPC answer.
+enum NotAnswered {
     /// Refused with a status.
     Refused(Refusal),
     /// The client went away mid-body: nobody to answer.
     Gone(hyper::Error),
 }
 
-impl From<Refusal> for BodyError {
-    fn from(r: Refusal) -> BodyError {
-        BodyError::Refused(r)
+impl From<Refusal> for NotAnswered {
+    fn from(r: Refusal) -> NotAnswered {
+        NotAnswered::Refused(r)
     }
 }
 
@@ -133,7 +134,7 @@ impl Uploads {
         &self,
         req: Request<Incoming>,
         length: usize,
-    ) -> Result<(Vec<u8>, OwnedSemaphorePermit), BodyError> {
+    ) -> Result<(Vec<u8>, OwnedSemaphorePermit), NotAnswered> {
         let units = u32::try_from(length.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
         let room = Arc::clone(&self.budget)
             .acquire_many_owned(units)
@@ -142,7 +143,7 @@ impl Uploads {
         let mut body = Vec::with_capacity(length);
         let mut incoming = req.into_body();
         while let Some(frame) = incoming.frame().await {
-            let frame = frame.map_err(BodyError::Gone)?;
+            let frame = frame.map_err(NotAnswered::Gone)?;
             if let Ok(data) = frame.into_data() {
                 body.extend_from_slice(&data);
             }
@@ -168,7 +169,7 @@ impl Uploads {
             .unwrap_or(conn.peer)
     }
 
-    async fn answer(&self, conn: &Conn, req: Request<Incoming>) -> Result<Vec<u8>, BodyError> {
+    async fn answer(&self, conn: &Conn, req: Request<Incoming>) -> Result<Vec<u8>, NotAnswered> {
         let length = self.framing(&req)?;
         let client = Self::client(conn, &req);
         let (body, room) = tokio::time::timeout(self.timeout, self.body(req, length))
@@ -182,7 +183,7 @@ impl Uploads {
         })
         .await;
         answered.map_err(|e| {
-            BodyError::Refused(refuse(
+            NotAnswered::Refused(refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the call failed: {e}"),
             ))
@@ -199,7 +200,7 @@ impl Site for Uploads {
                     .insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
                 with_server(resp)
             }
-            Err(BodyError::Refused(Refusal { status, why })) => {
+            Err(NotAnswered::Refused(Refusal { status, why })) => {
                 COUNTERS.refused(metrics::Cause::Http);
                 self.service
                     .sessions
@@ -213,7 +214,7 @@ impl Site for Uploads {
                 h.insert(CONNECTION, HeaderValue::from_static("close"));
                 with_server(resp)
             }
-            Err(BodyError::Gone(e)) => {
+            Err(NotAnswered::Gone(e)) => {
                 self.service
                     .sessions
                     .noise(conn.peer, &format!("connection lost: {e}"));
@@ -228,13 +229,4 @@ impl Site for Uploads {
             &format!("over the cap of {cap} connections per address; refused (503)"),
         );
     }
-}
-
-/// Adds the Server header every answer carries.
-pub fn with_server(mut resp: Response<Body>) -> Response<Body> {
-    resp.headers_mut().insert(
-        hyper::header::SERVER,
-        HeaderValue::from_static("anamon-receiver"),
-    );
-    resp
 }

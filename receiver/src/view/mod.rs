@@ -27,9 +27,10 @@ mod text;
 
 use crate::metrics::{family, sample, COUNTERS};
 use crate::rpc::Service;
-use crate::server::{self, accept_loop, send_within, Body, Bounds, Conn, Gate, KeepAlive, Site};
+use crate::server::{
+    self, accept_loop, send_within, with_server, Body, Bounds, Conn, Gate, KeepAlive, Site,
+};
 use crate::sys::{self, Fd};
-use crate::uploads::with_server;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
