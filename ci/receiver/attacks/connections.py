@@ -136,18 +136,25 @@ def flood_attack(args, name, sources):
 
 
 def keep_alive(args):
-    r = common.Receiver(args.receiver, args.work, "keepalive")
+    # The rate cap is lifted: 1,000 requests from one address in a few
+    # seconds are over it, and what is measured here is the connection.
+    r = common.Receiver(args.receiver, args.work, "keepalive", ["--rate", "100000", "--burst", "100000"])
     try:
         data = b"x" * 2000 + b"\n"
         # One connection for all (as ureq's pool and Python's xmlrpc do).
         conn = common.SourceConnection(r.port, "127.0.0.2")
         cpu0 = r.cpu_seconds()
         t0 = time.monotonic()
-        socks = set()
+        ports, closed = set(), 0
         ok_persistent = 0
         for n in range(KEEPALIVE_N):
             ok_persistent += common.upload(r.port, "ka01", "a.log", n * len(data), data, conn=conn)
-            socks.add(id(conn.sock))
+            # http.client drops its socket when the answer says the server
+            # closes; it opens a new one for the next request.
+            if conn.sock is None:
+                closed += 1
+            else:
+                ports.add(conn.sock.getsockname()[1])
         persistent_cpu = (r.cpu_seconds() - cpu0) / KEEPALIVE_N
         persistent_wall = (time.monotonic() - t0) / KEEPALIVE_N
         conn.close()
@@ -158,11 +165,12 @@ def keep_alive(args):
             ok_fresh += common.upload(r.port, "ka02", "a.log", n * len(data), data, source="127.0.0.3")
         fresh_cpu = (r.cpu_seconds() - cpu0) / KEEPALIVE_N
         fresh_wall = (time.monotonic() - t0) / KEEPALIVE_N
-        passed = ok_persistent == ok_fresh == KEEPALIVE_N and len(socks) == 1
+        connections = closed + len(ports)
+        passed = ok_persistent == ok_fresh == KEEPALIVE_N and connections == 1
         return common.report(
             "keep-alive", passed,
             f"receiver CPU per request: {persistent_cpu * 1e6:.0f} us over one persistent connection "
-            f"({len(socks)} connection(s) for {KEEPALIVE_N} requests, {persistent_wall * 1000:.2f} ms each), "
+            f"({connections} connection(s) for {KEEPALIVE_N} requests, {persistent_wall * 1000:.2f} ms each), "
             f"{fresh_cpu * 1e6:.0f} us with a connection per request ({fresh_wall * 1000:.2f} ms each)")
     finally:
         r.stop()
