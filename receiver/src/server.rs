@@ -490,3 +490,45 @@ pub fn raise_open_files() -> u64 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds(max_connections: usize, per_address: usize) -> Bounds {
+        Bounds {
+            max_connections,
+            per_address,
+            head_timeout: HEAD_TIMEOUT,
+            keep_alive: KeepAlive::On,
+        }
+    }
+
+    #[test]
+    fn slots_free_themselves_and_each_address_has_its_cap() {
+        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
+        let gate = Gate::new(&bounds(5, 2), vec![proxy]);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let place = || Arc::clone(&gate.global).try_acquire_owned().unwrap();
+        let a1 = gate.admit(place(), a).unwrap();
+        let a2 = gate.admit(place(), a).unwrap();
+        // A third from `a` is refused, and its place under the global cap
+        // comes back with the refusal.
+        assert!(gate.admit(place(), a).is_none());
+        assert_eq!(gate.busy(), 2);
+        let _b1 = gate.admit(place(), b).unwrap();
+        // A trusted proxy has no per-address cap, only the global one.
+        let p1 = gate.admit(place(), proxy).unwrap();
+        let _p2 = gate.admit(place(), proxy).unwrap();
+        assert_eq!(gate.busy(), 5);
+        assert!(Arc::clone(&gate.global).try_acquire_owned().is_err());
+        drop((a1, p1));
+        assert_eq!(gate.busy(), 3);
+        let a3 = gate.admit(place(), a).unwrap();
+        assert!(gate.admit(place(), a).is_none());
+        drop(a2);
+        // An address with no connection left is forgotten.
+        drop(a3);
+        assert!(!gate.open.lock().unwrap().contains_key(&a));
+    }
+}

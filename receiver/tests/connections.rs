@@ -222,3 +222,42 @@ fn a_stop_does_not_wait_for_idle_connections() {
         r.log_text()
     );
 }
+
+#[test]
+fn bodies_wait_for_room_in_the_memory_budget() {
+    let r = Receiver::start(
+        "conn-budget",
+        &[
+            "--max-request-size",
+            "64K",
+            "--body-memory",
+            "64K",
+            "--timeout",
+            "3",
+        ],
+    );
+    let port = r.peer.port;
+    // One client announces a body as large as the whole budget and sends
+    // ten bytes of it: it holds the room until its deadline (408).
+    let mut hog = connect_from("127.0.0.2", port);
+    hog.write_all(b"POST / HTTP/1.1\r\nContent-Length: 65536\r\n\r\n0123456789")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    // Another client's small upload waits for that room, then is stored.
+    let upload_done = std::thread::spawn(move || {
+        let mut c = connect_from("127.0.0.3", port);
+        c.write_all(post(&upload("web01", "a.log", 2, 0, &b64(b"x\n"))).as_bytes())
+            .unwrap();
+        let answer = response(&mut c);
+        (answer, std::time::Instant::now())
+    });
+    let hog_answer = response(&mut hog);
+    let hog_done = std::time::Instant::now();
+    assert!(hog_answer.starts_with("HTTP/1.1 408"), "{hog_answer:?}");
+    let (answer, done) = upload_done.join().unwrap();
+    assert!(is_true(&answer), "{answer:?}");
+    assert!(
+        done >= hog_done,
+        "the upload was read while the budget was full"
+    );
+}
