@@ -18,6 +18,7 @@
 //! the connection ([`Socket`]). Idle connections cost a tokio task and
 //! hyper's buffers, no thread.
 
+use crate::metrics::{Cause, COUNTERS};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::body::{Frame, SizeHint};
@@ -79,8 +80,9 @@ pub trait Site: Send + Sync + 'static {
         req: Request<Incoming>,
     ) -> impl Future<Output = Response<Body>> + Send;
 
-    /// Notes a connection refused because its address holds its cap.
-    fn crowded(&self, peer: IpAddr, cap: usize);
+    /// Logs something refused from `peer` (rate-limited per client by the
+    /// sessions' noise rule); `what` holds no byte the client chose.
+    fn noise(&self, peer: IpAddr, what: &str);
 }
 
 /// Who is at the other end of a connection, and a way to end it hard.
@@ -250,7 +252,13 @@ pub async fn accept_loop<S: Site>(
             }
             None => {
                 crate::metrics::CONNECTIONS.crowded();
-                site.crowded(peer, gate.per_address);
+                site.noise(
+                    peer,
+                    &format!(
+                        "over the cap of {} connections per address; refused (503)",
+                        gate.per_address
+                    ),
+                );
                 turn_away(&stream, gate.per_address);
             }
         }
@@ -283,6 +291,7 @@ async fn serve_connection<S: Site>(
         reset: Arc::clone(&conn.reset),
     };
     let cut = Arc::clone(&conn.cut);
+    let (site_for_noise, peer) = (Arc::clone(&site), conn.peer);
     let service = hyper::service::service_fn(move |req| {
         let (site, conn) = (Arc::clone(&site), conn.clone());
         async move { Ok::<_, std::convert::Infallible>(site.handle(conn, req).await) }
@@ -299,8 +308,8 @@ async fn serve_connection<S: Site>(
     loop {
         tokio::select! {
             served = served.as_mut() => {
-                if served.is_err_and(|e| e.is_timeout()) {
-                    crate::metrics::CONNECTIONS.head_timeout();
+                if let Err(e) = served {
+                    note_failure(site_for_noise.as_ref(), peer, &e, bounds.head_timeout);
                 }
                 break;
             }
@@ -314,6 +323,34 @@ async fn serve_connection<S: Site>(
         }
     }
     drop(slot);
+}
+
+/// Counts and logs a connection that hyper ended with an error: a request
+/// it refused itself (400 for a malformed head, 431 for one over
+/// [`MAX_HEAD`]; hyper's messages are its own words, never the client's
+/// bytes), a head that did not come in time, a client gone mid-request.
+fn note_failure<S: Site>(site: &S, peer: IpAddr, e: &hyper::Error, head_timeout: Duration) {
+    if e.is_timeout() {
+        crate::metrics::CONNECTIONS.head_timeout();
+        site.noise(
+            peer,
+            &format!(
+                "no whole request head within {} s; closed",
+                head_timeout.as_secs()
+            ),
+        );
+    } else if e.is_parse() || e.is_parse_too_large() {
+        COUNTERS.refused(Cause::Http);
+        site.noise(
+            peer,
+            &format!(
+                "HTTP {}: {e}",
+                if e.is_parse_too_large() { 431 } else { 400 }
+            ),
+        );
+    } else if e.is_incomplete_message() {
+        site.noise(peer, &format!("connection lost: {e}"));
+    }
 }
 
 /// A client connection whose writes must make progress: a write pending

@@ -223,10 +223,7 @@ impl Site for Uploads {
         }
     }
 
-    fn crowded(&self, peer: IpAddr, cap: usize) {
-        self.service.sessions.noise(
-            peer,
-            &format!("over the cap of {cap} connections per address; refused (503)"),
-        );
+    fn noise(&self, peer: IpAddr, what: &str) {
+        self.service.sessions.noise(peer, what);
     }
 }

@@ -261,3 +261,32 @@ fn bodies_wait_for_room_in_the_memory_budget() {
         "the upload was read while the budget was full"
     );
 }
+
+#[test]
+fn what_hyper_refuses_itself_is_logged_too() {
+    let r = Receiver::start("conn-noise", &["--timeout", "1"]);
+    let port = r.peer.port;
+    let send = |source: &str, bytes: &[u8]| {
+        let mut c = connect_from(source, port);
+        c.write_all(bytes).unwrap();
+        response(&mut c)
+    };
+    let bad = send("127.0.0.4", b"garbage\x1b[31m\r\n\r\n");
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad:?}");
+    let big = send(
+        "127.0.0.5",
+        format!("POST / HTTP/1.1\r\nX: {}\r\n\r\n", "y".repeat(9000)).as_bytes(),
+    );
+    assert!(big.starts_with("HTTP/1.1 431"), "{big:?}");
+    let late = send("127.0.0.6", b"POST / HTTP/1.1\r\n");
+    assert_eq!(late, "");
+    let log = r.log_text();
+    for line in [
+        "127.0.0.4: HTTP 400: ",
+        "127.0.0.5: HTTP 431: ",
+        "127.0.0.6: no whole request head within 1 s; closed",
+    ] {
+        assert!(log.contains(line), "{line}: {log}");
+    }
+    assert!(!log.contains('\u{1b}'), "{log}");
+}

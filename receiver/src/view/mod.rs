@@ -273,11 +273,10 @@ impl Site for View {
         }
     }
 
-    fn crowded(&self, peer: IpAddr, cap: usize) {
-        self.service.sessions.noise(
-            peer,
-            &format!("over the view's cap of {cap} connections per address; refused (503)"),
-        );
+    fn noise(&self, peer: IpAddr, what: &str) {
+        self.service
+            .sessions
+            .noise(peer, &format!("live view: {what}"));
     }
 }
 
