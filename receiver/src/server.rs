@@ -18,7 +18,6 @@
 //! the connection ([`Socket`]). Idle connections cost a tokio task and
 //! hyper's buffers, no thread.
 
-use crate::metrics::{Cause, COUNTERS};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::body::{Frame, SizeHint};
@@ -83,6 +82,11 @@ pub trait Site: Send + Sync + 'static {
     /// Logs something refused from `peer` (rate-limited per client by the
     /// sessions' noise rule); `what` holds no byte the client chose.
     fn noise(&self, peer: IpAddr, what: &str);
+
+    /// Notes a request hyper refused before it reached [`Site::handle`].
+    fn refused(&self, peer: IpAddr, what: &str) {
+        self.noise(peer, what);
+    }
 }
 
 /// Who is at the other end of a connection, and a way to end it hard.
@@ -340,8 +344,7 @@ fn note_failure<S: Site>(site: &S, peer: IpAddr, e: &hyper::Error, head_timeout:
             ),
         );
     } else if e.is_parse() || e.is_parse_too_large() {
-        COUNTERS.refused(Cause::Http);
-        site.noise(
+        site.refused(
             peer,
             &format!(
                 "HTTP {}: {e}",

@@ -226,4 +226,9 @@ impl Site for Uploads {
     fn noise(&self, peer: IpAddr, what: &str) {
         self.service.sessions.noise(peer, what);
     }
+
+    fn refused(&self, peer: IpAddr, what: &str) {
+        COUNTERS.refused(metrics::Cause::Http);
+        self.noise(peer, what);
+    }
 }

@@ -216,11 +216,8 @@ fn a_stop_does_not_wait_for_idle_connections() {
     let mut rest = Vec::new();
     let _ = c.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{rest:?}");
-    assert!(
-        r.log_text().contains("stopping on signal\n"),
-        "{}",
-        r.log_text()
-    );
+    let log = r.log_text();
+    assert!(log.contains("stopping on signal\n"), "{log}");
 }
 
 #[test]

@@ -273,11 +273,10 @@ impl Site for View {
         }
     }
 
-    fn noise(&self, peer: IpAddr, what: &str) {
-        self.service
-            .sessions
-            .noise(peer, &format!("live view: {what}"));
-    }
+    /// The view logs nothing (as before hyper): it is read-only and
+    /// writes nowhere, its log included; what it refuses or cuts is
+    /// counted in `/metrics` (`anamon_receiver_connections_cut_total`).
+    fn noise(&self, _peer: IpAddr, _what: &str) {}
 }
 
 impl View {
