@@ -64,14 +64,25 @@ pub struct Args {
     #[argh(option, default = "400")]
     burst: u32,
     /// connections served at once; more wait in the listen queue
-    /// (default 64)
-    #[argh(option, default = "64")]
+    /// (default 4096, lowered to fit the open-file limit)
+    #[argh(option, default = "4096")]
     max_connections: usize,
+    /// connections one client address may hold at once; more are answered
+    /// 503 and closed (default 32; a --trusted-proxy has no such cap)
+    #[argh(option, default = "32")]
+    max_connections_per_address: usize,
+    /// bytes of request bodies held at once, from their reading to their
+    /// answer; requests wait for room within --timeout (default 16M, at
+    /// least --max-request-size)
+    #[argh(option, default = "String::from(\"16M\")")]
+    body_memory: String,
     /// largest request body (default 1M; an agent's 256 KiB chunk is about
     /// 350 KiB of XML)
     #[argh(option, default = "String::from(\"1M\")")]
     max_request_size: String,
-    /// seconds a client has to send its whole request (default 30)
+    /// seconds a client has to send a request's body once its head is in
+    /// (default 30; the head itself must come within 10 s, or this if
+    /// shorter, which is also how long an idle connection is kept open)
     #[argh(option, default = "30")]
     timeout: u64,
     /// seconds without uploads after which a file's upload session ends and
@@ -97,8 +108,9 @@ pub struct Args {
     /// write the view's port to this file once listening
     #[argh(option)]
     view_port_file: Option<PathBuf>,
-    /// connections the view serves at once, apart from uploads' (default 16)
-    #[argh(option, default = "16")]
+    /// connections the view serves at once, apart from uploads' (default
+    /// 64; 8 per client address)
+    #[argh(option, default = "64")]
     view_max_connections: usize,
     /// seconds after its last upload a system stops showing as installing
     /// (default 600)
@@ -134,7 +146,9 @@ pub struct Config {
     pub rate: u32,
     pub burst: u32,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
     pub max_request_size: usize,
+    pub body_memory: usize,
     pub timeout: Duration,
     pub session_idle: Duration,
     pub call_log: Option<PathBuf>,
@@ -276,9 +290,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if a.view.is_none() && (a.on_state_change.is_some() || a.view_url.is_some()) {
         return Err("--on-state-change and --view-url need --view".into());
     }
-    if a.max_connections == 0 || a.rate == 0 || a.timeout == 0 || a.session_idle == 0 {
+    if a.max_connections == 0
+        || a.max_connections_per_address == 0
+        || a.rate == 0
+        || a.timeout == 0
+        || a.session_idle == 0
+    {
         return Err(
-            "--max-connections, --rate, --timeout and --session-idle must be at least 1".into(),
+            "--max-connections, --max-connections-per-address, --rate, --timeout and --session-idle must be at least 1".into(),
         );
     }
     Ok(Command::Run(Box::new(Config {
@@ -300,8 +319,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         rate: a.rate,
         burst: a.burst.max(1),
         max_connections: a.max_connections,
+        max_connections_per_address: a.max_connections_per_address,
         max_request_size: usize::try_from(size("--max-request-size", &a.max_request_size)?)
             .map_err(|_| "--max-request-size is too large".to_string())?,
+        body_memory: usize::try_from(size("--body-memory", &a.body_memory)?)
+            .map_err(|_| "--body-memory is too large".to_string())?,
         timeout: Duration::from_secs(a.timeout),
         session_idle: Duration::from_secs(a.session_idle),
         call_log: a.call_log,

@@ -248,10 +248,6 @@ impl CobblerNames {
         }
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.inner.endpoint
-    }
-
     /// Whether Cobbler knows `name`, from the cache or by asking, within
     /// LOOKUP_BUDGET. An error (cobblerd down, hung, a fault) is never
     /// cached: the caller answers a fault and the agent retries.

@@ -1,37 +1,43 @@
 //! anamon-receiver: serves XML-RPC `upload_log_data` as a working Cobbler
 //! does, and stores the logs in Cobbler's layout, safely.
 //!
-//! `main` parses the command line and calls [`run`]. The jobs: [`cli`]
-//! (flags), [`http`] (one bounded request per connection), [`rpc`] (the
-//! call, Cobbler's rules and the receiver's own checks), [`store`] (the log
-//! directory, never followed through a link), [`limits`] (rate and
-//! connection caps), [`known`] (names Cobbler knows, `--cobbler-api`),
-//! [`sessions`] (one log line per upload session), [`sys`] (the unsafe
-//! system calls), [`metrics`] (counters for `/metrics`), and `view` (the
-//! read-only live view, `--view`).
+//! `main` parses the command line and calls [`run`]. The jobs: `cli`
+//! (flags), `server` (connections: hyper's HTTP/1 on tokio, caps and
+//! deadlines), `uploads` (an XML-RPC request's framing), `rpc` (the
+//! call, Cobbler's rules and the receiver's own checks), `store` (the log
+//! directory, never followed through a link), `limits` (the request rate
+//! per client), `known` (names Cobbler knows, `--cobbler-api`),
+//! `sessions` (one log line per upload session), `sys` (the unsafe system
+//! calls), `metrics` (counters for `/metrics`), and `view` (the read-only
+//! live view, `--view`).
 
 #[macro_use]
-pub mod log;
-pub mod cli;
-pub mod http;
-pub mod known;
-pub mod limits;
-pub mod metrics;
-pub mod rpc;
-pub mod sessions;
-pub mod store;
-pub mod sys;
+mod log;
+mod cli;
+mod known;
+mod limits;
+mod metrics;
+mod rpc;
+mod server;
+mod sessions;
+mod store;
+mod sys;
+mod uploads;
 mod view;
 
-use cli::Config;
-use limits::{RateLimiter, Slots};
+pub use cli::{parse, Command, Config};
+
+use limits::RateLimiter;
 use rpc::{Policy, Service};
+use server::{Bounds, Gate, KeepAlive};
 use sessions::Sessions;
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{Caps, LogDir};
+use uploads::Uploads;
 
 /// Starts serving; returns the process exit status once SIGTERM or SIGINT
 /// has been handled (0), or at once if it cannot start (1).
@@ -50,7 +56,105 @@ pub fn run(cfg: Config) -> i32 {
     }
 }
 
-fn serve(cfg: Config) -> Result<(), String> {
+/// Why the receiver could not start.
+#[derive(Debug)]
+pub enum StartError {
+    LogDir(PathBuf, std::io::Error),
+    CallLog(PathBuf, std::io::Error),
+    Listen(&'static str, SocketAddr, std::io::Error),
+    PortFile(&'static str, PathBuf, std::io::Error),
+    Runtime(std::io::Error),
+    HookThread(std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::LogDir(p, e) => write!(f, "cannot use log directory {}: {e}", p.display()),
+            StartError::CallLog(p, e) => write!(f, "--call-log {}: {e}", p.display()),
+            StartError::Listen(flag, a, e) => write!(f, "{flag} {a}: cannot listen: {e}"),
+            StartError::PortFile(flag, p, e) => write!(f, "{flag} {}: {e}", p.display()),
+            StartError::Runtime(e) => write!(f, "cannot start the server's runtime: {e}"),
+            StartError::HookThread(e) => {
+                write!(f, "--on-state-change: cannot start the hook's thread: {e}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::LogDir(_, e)
+            | StartError::CallLog(_, e)
+            | StartError::Listen(_, _, e)
+            | StartError::PortFile(_, _, e)
+            | StartError::Runtime(e)
+            | StartError::HookThread(e) => Some(e),
+        }
+    }
+}
+
+/// Threads of tokio's blocking pool: calls being answered (parsed and
+/// fsynced) at once, and the view's directory scans and reads.
+const BLOCKING_THREADS: usize = 32;
+
+fn serve(cfg: Config) -> Result<(), StartError> {
+    let open_files = server::raise_open_files();
+    let service = Arc::new(open_service(&cfg)?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+        .map_err(StartError::Runtime)?;
+    let served = runtime.block_on(async {
+        let (stopping, stop) = tokio::sync::watch::channel(false);
+        // The view listens first: its port file is there once the
+        // uploads' is.
+        let view = match &cfg.view {
+            Some(v) => Some(view::bind(v, Arc::clone(&service), stop.clone()).await?),
+            None => None,
+        };
+        let listener = listen("--listen", cfg.listen, cfg.port_file.as_deref()).await?;
+        let bounds = upload_bounds(&cfg, open_files);
+        announce(&cfg, &listener, &service, &bounds);
+        tokio::spawn(sweep(Arc::clone(&service)));
+        tokio::spawn(async move {
+            stop_signal().await;
+            let _ = stopping.send(true);
+        });
+        let gate = Gate::new(&bounds, cfg.trusted_proxies.clone());
+        let uploads = Arc::new(Uploads::new(
+            Arc::clone(&service),
+            cfg.timeout,
+            cfg.max_request_size,
+            cfg.body_memory,
+        ));
+        let view_done = view.map(|v| tokio::spawn(v.serve(stop.clone())));
+        server::accept_loop(listener, uploads, Arc::clone(&gate), bounds, stop).await;
+        let busy = gate.drain(cfg.timeout).await;
+        if let Some(v) = view_done {
+            let _ = v.await;
+        }
+        service.sessions.sweep(true);
+        info!(
+            "stopping on signal{}",
+            if busy > 0 {
+                format!("; {busy} connections still busy")
+            } else {
+                String::new()
+            }
+        );
+        Ok(())
+    });
+    // What is still running (an event stream, a call stuck on the disk)
+    // is abandoned, not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
+}
+
+/// The log directory, the call log and the checks: what answers a call.
+fn open_service(cfg: &Config) -> Result<Service, StartError> {
     let store = LogDir::open(
         &cfg.dir,
         Caps {
@@ -61,7 +165,7 @@ fn serve(cfg: Config) -> Result<(), String> {
             min_free_bytes: cfg.min_free_space,
         },
     )
-    .map_err(|e| format!("cannot use log directory {}: {e}", cfg.dir.display()))?;
+    .map_err(|e| StartError::LogDir(cfg.dir.clone(), e))?;
     let call_log = match &cfg.call_log {
         None => None,
         Some(p) => Some(std::sync::Mutex::new(
@@ -69,18 +173,10 @@ fn serve(cfg: Config) -> Result<(), String> {
                 .create(true)
                 .append(true)
                 .open(p)
-                .map_err(|e| format!("--call-log {}: {e}", p.display()))?,
+                .map_err(|e| StartError::CallLog(p.clone(), e))?,
         )),
     };
-    let listener = TcpListener::bind(cfg.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    if let Some(p) = &cfg.port_file {
-        write_atomically(p, &format!("{}\n", local.port()))
-            .map_err(|e| format!("--port-file {}: {e}", p.display()))?;
-    }
-    sys::install_stop_handlers();
-    let service = Arc::new(Service {
+    Ok(Service {
         store,
         policy: Policy {
             allow: cfg.allow.clone(),
@@ -90,10 +186,79 @@ fn serve(cfg: Config) -> Result<(), String> {
         rate: RateLimiter::new(cfg.rate, cfg.burst),
         sessions: Sessions::new(cfg.session_idle),
         call_log,
-    });
+    })
+}
+
+/// Binds `addr` and, once listening, writes its port to `port_file`.
+async fn listen(
+    flag: &'static str,
+    addr: SocketAddr,
+    port_file: Option<&Path>,
+) -> Result<tokio::net::TcpListener, StartError> {
+    let listener = bind(addr).map_err(|e| StartError::Listen(flag, addr, e))?;
+    if let Some(p) = port_file {
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartError::Listen(flag, addr, e))?
+            .port();
+        let port_flag = if flag == "--listen" {
+            "--port-file"
+        } else {
+            "--view-port-file"
+        };
+        write_atomically(p, &format!("{port}\n"))
+            .map_err(|e| StartError::PortFile(port_flag, p.to_path_buf(), e))?;
+    }
+    Ok(listener)
+}
+
+/// Connections the kernel queues for `accept` (the system's somaxconn
+/// caps it): room for a burst of agents, and for floods that reconnect as
+/// fast as they are closed, without dropping a legitimate client's SYN.
+const BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Descriptors kept for other uses than connections: the log directory,
+/// files being written, the view's listener and its connections.
+const OTHER_FILES: u64 = 256;
+
+/// The upload listener's bounds; its cap lowered to fit the open-file
+/// limit, if that is lower.
+fn upload_bounds(cfg: &Config, open_files: u64) -> Bounds {
+    let view = cfg.view.as_ref().map_or(0, |v| v.max_connections as u64);
+    let room = open_files.saturating_sub(OTHER_FILES + view).max(1);
+    let mut max_connections = cfg.max_connections;
+    if max_connections as u64 > room {
+        info!(
+            "--max-connections {max_connections} lowered to {room}: the open-file limit is {open_files} (LimitNOFILE=)"
+        );
+        max_connections = room as usize;
+    }
+    Bounds {
+        max_connections,
+        per_address: cfg.max_connections_per_address,
+        head_timeout: cfg.timeout.min(server::HEAD_TIMEOUT),
+        keep_alive: KeepAlive::On,
+    }
+}
+
+fn announce(cfg: &Config, listener: &tokio::net::TcpListener, service: &Service, bounds: &Bounds) {
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| cfg.listen.to_string(), |a| a.to_string());
     info!(
-        "listening on {local} for upload_log_data at {}; storing in {}; {}{}; {}; caps {} bytes per file, {} per system, {} requests/s per client",
-        http::RPC_PATHS.join(" "),
+        "listening on {local} for upload_log_data at {}; storing in {}; {}{}; {}; caps {} bytes per file, {} per system, {} requests/s per client, {} connections ({} per address)",
+        uploads::RPC_PATHS.join(" "),
         service.store.path().display(),
         match &cfg.allow {
             Some(a) => format!("{} allowed system names", a.len()),
@@ -106,120 +271,36 @@ fn serve(cfg: Config) -> Result<(), String> {
         if cfg.token.is_some() { "token required" } else { "no token" },
         cfg.max_file_size,
         cfg.max_system_size,
-        cfg.rate
+        cfg.rate,
+        bounds.max_connections,
+        bounds.per_address,
     );
-    let view = match &cfg.view {
-        Some(v) => Some(view::start(v, Arc::clone(&service))?),
-        None => None,
+}
+
+/// Ends idle upload sessions (their log line) and forgets idle clients'
+/// rate buckets, once a second.
+async fn sweep(service: Arc<Service>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        service.sessions.sweep(false);
+        service.rate.forget_idle(Instant::now());
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        info!("cannot handle SIGTERM/SIGINT; stop with SIGKILL");
+        return std::future::pending().await;
     };
-    let slots = Arc::new(Slots::new(cfg.max_connections));
-    let proxies = Arc::new(cfg.trusted_proxies.clone());
-    let mut last_sweep = Instant::now();
-    while !sys::STOP.load(Ordering::SeqCst) {
-        if last_sweep.elapsed() >= Duration::from_secs(1) {
-            service.sessions.sweep(false);
-            service.rate.forget_idle(Instant::now());
-            last_sweep = Instant::now();
-        }
-        // Take a slot first: while all are busy, new clients wait in the
-        // listen queue instead of costing a thread each.
-        if !slots.acquire(Duration::from_millis(500)) {
-            continue;
-        }
-        if !sys::poll_readable(&listener, 1000) {
-            slots.release();
-            continue;
-        }
-        let (conn, peer) = match listener.accept() {
-            Ok(c) => c,
-            Err(e) => {
-                slots.release();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    info!("accept failed: {e}; going on");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                continue;
-            }
-        };
-        let (service, slots_for_conn, timeout, max_body, proxies) = (
-            Arc::clone(&service),
-            Arc::clone(&slots),
-            cfg.timeout,
-            cfg.max_request_size,
-            Arc::clone(&proxies),
-        );
-        let spawned = std::thread::Builder::new()
-            .name("conn".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                let client = Client {
-                    peer: peer.ip(),
-                    trusted_proxy: proxies.contains(&peer.ip()),
-                };
-                serve_connection(conn, client, &service, timeout, max_body);
-                slots_for_conn.release();
-            });
-        if let Err(e) = spawned {
-            // The connection was moved into the closure and is dropped
-            // (closed) with it; the client retries.
-            slots.release();
-            info!("cannot start a connection thread: {e}; dropped a connection from {peer}");
-        }
-    }
-    let busy = slots.drain(cfg.timeout);
-    if let Some(v) = view {
-        let _ = v.join();
-    }
-    service.sessions.sweep(true);
-    info!(
-        "stopping on signal{}",
-        if busy > 0 {
-            format!("; {busy} connections still busy")
-        } else {
-            String::new()
-        }
-    );
-    Ok(())
-}
-
-/// Who is at the other end of a connection.
-struct Client {
-    peer: std::net::IpAddr,
-    /// The peer is a proxy given with --trusted-proxy: the client is the
-    /// address it forwards for.
-    trusted_proxy: bool,
-}
-
-fn serve_connection(
-    mut conn: TcpStream,
-    from: Client,
-    service: &Service,
-    timeout: Duration,
-    max_body: usize,
-) {
-    let _ = conn.set_nodelay(true);
-    let _ = conn.set_write_timeout(Some(timeout));
-    let client = from.peer;
-    match http::read_request(&mut conn, max_body, Instant::now() + timeout) {
-        Ok(req) => {
-            let client = match req.forwarded_for {
-                Some(forwarded) if from.trusted_proxy => forwarded,
-                _ => client,
-            };
-            let body = service.answer(client, &req.body);
-            let _ = http::respond(&mut conn, 200, "text/xml", &body);
-        }
-        Err(http::Reject::Status(code, why)) => {
-            metrics::COUNTERS.refused(metrics::Cause::Http);
-            service
-                .sessions
-                .noise(client, &format!("HTTP {code}: {why}"));
-            let _ = http::respond(&mut conn, code, "text/plain", format!("{why}\n").as_bytes());
-        }
-        Err(http::Reject::Gone(why)) => service
-            .sessions
-            .noise(client, &format!("connection lost: {why}")),
-        Err(http::Reject::Probe) => {}
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 }
 

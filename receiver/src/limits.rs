@@ -1,9 +1,9 @@
-//! Per-client request rate (a token bucket per IP address) and the bound on
-//! concurrent connections.
+//! Per-client request rate: a token bucket per IP address. (Connections
+//! are bounded in `server`.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A token bucket per client address: `rate` requests per second on
@@ -56,58 +56,9 @@ impl RateLimiter {
         buckets.retain(|_, b| now.saturating_duration_since(b.last) < refill);
     }
 
+    #[cfg(test)]
     pub fn clients(&self) -> usize {
         self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
-/// At most `max` connections are served at once; the accept loop waits for
-/// a free slot, so further clients queue in the kernel's listen backlog
-/// rather than costing a thread each.
-pub struct Slots {
-    max: usize,
-    used: Mutex<usize>,
-    freed: Condvar,
-}
-
-impl Slots {
-    pub fn new(max: usize) -> Slots {
-        Slots {
-            max: max.max(1),
-            used: Mutex::new(0),
-            freed: Condvar::new(),
-        }
-    }
-
-    /// Takes a slot, waiting up to `limit`; false if none came free.
-    pub fn acquire(&self, limit: Duration) -> bool {
-        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut used, _) = self
-            .freed
-            .wait_timeout_while(used, limit, |u| *u >= self.max)
-            .unwrap_or_else(|e| e.into_inner());
-        if *used < self.max {
-            *used += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    pub fn release(&self) {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        *used = used.saturating_sub(1);
-        self.freed.notify_all();
-    }
-
-    /// Waits up to `limit` for every slot to be released.
-    pub fn drain(&self, limit: Duration) -> usize {
-        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        let (used, _) = self
-            .freed
-            .wait_timeout_while(used, limit, |u| *u > 0)
-            .unwrap_or_else(|e| e.into_inner());
-        *used
     }
 }
 
@@ -131,18 +82,5 @@ mod tests {
         assert!(!r.allow(a, t1));
         r.forget_idle(t1 + Duration::from_secs(120));
         assert_eq!(r.clients(), 0);
-    }
-
-    #[test]
-    fn slots_bound_and_release() {
-        let s = Slots::new(2);
-        assert!(s.acquire(Duration::ZERO));
-        assert!(s.acquire(Duration::ZERO));
-        assert!(!s.acquire(Duration::from_millis(10)));
-        s.release();
-        assert!(s.acquire(Duration::ZERO));
-        s.release();
-        s.release();
-        assert_eq!(s.drain(Duration::from_millis(10)), 0);
     }
 }

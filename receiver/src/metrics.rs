@@ -175,6 +175,70 @@ pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+// ---- Connections (receiver/src/server.rs): refused or cut, by cause. ----
+
+/// Connections the server refused or ended early, by cause.
+pub struct ConnectionCounters {
+    crowded: AtomicU64,
+    head_timeout: AtomicU64,
+    write_stall: AtomicU64,
+    slow_reader: AtomicU64,
+}
+
+/// The process's connection counters.
+pub static CONNECTIONS: ConnectionCounters = ConnectionCounters {
+    crowded: AtomicU64::new(0),
+    head_timeout: AtomicU64::new(0),
+    write_stall: AtomicU64::new(0),
+    slow_reader: AtomicU64::new(0),
+};
+
+impl ConnectionCounters {
+    /// A connection refused: its address held its cap already.
+    pub fn crowded(&self) {
+        self.crowded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection closed: no whole request head in time.
+    pub fn head_timeout(&self) {
+        self.head_timeout.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection ended: a write made no progress in time.
+    pub fn write_stall(&self) {
+        self.write_stall.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A streamed response ended: its client read too slowly.
+    pub fn slow_reader(&self) {
+        self.slow_reader.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters in the exposition format.
+    pub fn render(&self, out: &mut String) {
+        let name = "anamon_receiver_connections_cut_total";
+        family(
+            out,
+            name,
+            "counter",
+            "connections refused or ended early, by cause",
+        );
+        for (cause, n) in [
+            ("per_address_cap", &self.crowded),
+            ("head_timeout", &self.head_timeout),
+            ("write_stall", &self.write_stall),
+            ("slow_reader", &self.slow_reader),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{cause=\"{cause}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+// ---- end of the connection counters ----
+
 #[cfg(test)]
 mod tests {
     use super::*;

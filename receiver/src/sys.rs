@@ -8,7 +8,6 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub type Fd = OwnedFd;
 
@@ -144,36 +143,6 @@ pub fn fsync(fd: &Fd) -> io::Result<()> {
 /// A path naming an open directory, for std's `read_dir`.
 pub fn fd_path(fd: &Fd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-}
-
-/// Set by SIGTERM and SIGINT: stop accepting, finish what is in flight.
-pub static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-pub fn install_stop_handlers() {
-    // SAFETY: the handler only stores to an atomic (async-signal-safe).
-    // Without SA_RESTART, a blocking poll() returns EINTR at once.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_stop as extern "C" fn(libc::c_int) as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-    }
-}
-
-/// Waits up to `timeout_ms` for `fd` to become readable.
-pub fn poll_readable(fd: &impl AsRawFd, timeout_ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, timeout_ms) > 0 }
 }
 
 /// Opens the file `name` below `dir` for reading only (the live view),

@@ -291,7 +291,6 @@ fn hostile_contents_and_requests_are_shown_safely_and_nothing_is_written() {
         "/raw/web01/%2e%2e",
         "/raw/web01/evil.log/../hard.log",
         "http://x/raw/web01/evil.log",
-        "/s/web01\0/evil.log",
         "/static/../../outside/secret",
         "/s/%77eb01",
     ] {
@@ -302,7 +301,10 @@ fn hostile_contents_and_requests_are_shown_safely_and_nothing_is_written() {
     for (req, want) in [
         (&b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"[..], 405),
         (b"PUT /s/web01 HTTP/1.1\r\n\r\n", 405),
-        (b"GET / HTTP/2.0\r\n\r\n", 505),
+        // hyper's parser refuses these before any routing (400; before
+        // hyper, HTTP/2.0 was 505 and a NUL in the path 404).
+        (b"GET / HTTP/2.0\r\n\r\n", 400),
+        (b"GET /s/web01\0/evil.log HTTP/1.1\r\n\r\n", 400),
         (b"GET /\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nbroken header\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\n\xff\xfe: x\r\n\r\n", 400),
@@ -319,15 +321,70 @@ fn hostile_contents_and_requests_are_shown_safely_and_nothing_is_written() {
     assert_eq!(snapshot(r.dir.root()), before, "the view wrote something");
 }
 
+/// What a stream sent so far: its raw bytes, and the text they carry (the
+/// head, then the body with its chunked framing taken off: hyper sends an
+/// event stream in chunks).
+#[derive(Default)]
+struct Seen {
+    raw: Vec<u8>,
+    text: String,
+}
+
+impl Seen {
+    fn push(&mut self, bytes: &[u8]) {
+        self.raw.extend_from_slice(bytes);
+        let Some(end) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            self.text = String::from_utf8_lossy(&self.raw).into_owned();
+            return;
+        };
+        let (head, mut body) = self.raw.split_at(end + 4);
+        let mut text = head.to_vec();
+        if String::from_utf8_lossy(head).contains("Transfer-Encoding: chunked") {
+            // Whole chunks only: `size\r\ndata\r\n`.
+            while let Some(nl) = body.windows(2).position(|w| w == b"\r\n") {
+                let size =
+                    usize::from_str_radix(&String::from_utf8_lossy(&body[..nl]), 16).unwrap();
+                if body.len() < nl + 2 + size + 2 {
+                    break;
+                }
+                text.extend_from_slice(&body[nl + 2..nl + 2 + size]);
+                body = &body[nl + 2 + size + 2..];
+            }
+        } else {
+            text.extend_from_slice(body);
+        }
+        self.text = String::from_utf8_lossy(&text).into_owned();
+    }
+}
+
+impl std::ops::Deref for Seen {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.text
+    }
+}
+
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.text)
+    }
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.text)
+    }
+}
+
 /// Reads from `c` until `done` holds for what arrived; returns it all.
-fn read_until(c: &mut TcpStream, seen: &mut String, done: impl Fn(&str) -> bool) {
+fn read_until(c: &mut TcpStream, seen: &mut Seen, done: impl Fn(&str) -> bool) {
     let end = Instant::now() + Duration::from_secs(15);
     let mut buf = [0; 4096];
     while !done(seen) {
         assert!(Instant::now() < end, "timed out; got {seen:?}");
         match c.read(&mut buf) {
             Ok(0) => panic!("stream ended; got {seen:?}"),
-            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Ok(n) => seen.push(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => panic!("{e}; got {seen:?}"),
         }
@@ -362,7 +419,7 @@ fn follow_streams_new_bytes_and_resets_on_a_rewrite() {
     let r = Receiver::start("view-follow", &["--view", "127.0.0.1:0"]);
     assert!(r.upload("web01", "a.log", 0, b"one\n"));
     let mut c = open_stream(&r, "/follow/web01/a.log?from=4", "");
-    let mut seen = String::new();
+    let mut seen = Seen::default();
     read_until(&mut c, &mut seen, |s| s.contains("retry: 1000\n\n"));
     assert!(
         seen.starts_with("HTTP/1.1 200 OK\r\n") && seen.contains("Content-Type: text/event-stream"),
@@ -399,7 +456,7 @@ fn follow_streams_new_bytes_and_resets_on_a_rewrite() {
     // A reconnecting browser sends the last id it saw, and goes on there.
     assert!(r.upload("web01", "a.log", 34, b"three\n"));
     let mut c = open_stream(&r, "/follow/web01/a.log?from=0", "Last-Event-ID: 34\r\n");
-    let mut seen = String::new();
+    let mut seen = Seen::default();
     read_until(&mut c, &mut seen, |s| s.contains("id: 40\n"));
     assert!(
         seen.ends_with("event: message\nid: 40\ndata: three\ndata: \n\n"),
@@ -422,10 +479,10 @@ fn the_views_connections_are_bounded_and_uploads_go_on() {
     let base = threads();
     // One stream may follow (half the slots); a second is told to retry.
     let mut first = open_stream(&r, "/follow/web01/a.log?from=4", "");
-    let mut seen = String::new();
+    let mut seen = Seen::default();
     read_until(&mut first, &mut seen, |s| s.contains("retry:"));
     let mut second = open_stream(&r, "/follow/web01/a.log?from=4", "");
-    let mut refused = String::new();
+    let mut refused = Seen::default();
     read_until(&mut second, &mut refused, |s| s.contains("</html>"));
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     // Twenty silent clients: one gets the last slot, the rest wait in the

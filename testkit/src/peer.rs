@@ -169,14 +169,13 @@ impl Peer {
         c
     }
 
-    /// Sends raw bytes on a fresh connection; returns the whole answer.
+    /// Sends raw bytes on a fresh connection; returns the whole answer
+    /// (one response, see [`crate::proxy::read_response`]).
     pub fn raw(&self, request: &[u8]) -> String {
-        use std::io::{Read, Write};
+        use std::io::Write;
         let mut c = self.connect();
         let _ = c.write_all(request);
-        let mut out = Vec::new();
-        let _ = c.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
+        String::from_utf8_lossy(&crate::proxy::read_response(&mut c)).into_owned()
     }
 
     /// POSTs an XML-RPC `body` to /cobbler_api; returns the whole answer.

@@ -224,9 +224,32 @@ pub fn read_request(conn: &mut TcpStream) -> Option<Vec<u8>> {
 pub fn forward(request: &[u8], upstream: u16) -> Option<Vec<u8>> {
     let mut up = TcpStream::connect(("127.0.0.1", upstream)).ok()?;
     up.write_all(request).ok()?;
-    let mut resp = Vec::new();
-    up.read_to_end(&mut resp).ok()?;
-    Some(resp)
+    Some(read_response(&mut up))
+}
+
+/// Reads one HTTP response: its head and, if it has a Content-Length, that
+/// many body bytes (a server that keeps the connection open for another
+/// request does not close it after the answer); otherwise all there is
+/// until the server closes. Whatever arrived, if the connection fails.
+pub fn read_response(conn: &mut TcpStream) -> Vec<u8> {
+    let Some((mut buf, body_at, len)) = read_head(conn) else {
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest);
+        return rest;
+    };
+    let head = String::from_utf8_lossy(&buf[..body_at]).to_ascii_lowercase();
+    if !head.contains("\ncontent-length:") {
+        let _ = conn.read_to_end(&mut buf);
+        return buf;
+    }
+    let mut tmp = [0u8; 65536];
+    while buf.len() < body_at + len {
+        match conn.read(&mut tmp) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+    buf
 }
 
 fn serve(mut conn: TcpStream, act: Act, upstream: u16, stop: &AtomicBool) {

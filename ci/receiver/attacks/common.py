@@ -148,3 +148,16 @@ def percentile(values, p):
         return None
     v = sorted(values)
     return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def wait_port_file(path, timeout=15):
+    """The port in `path` once a server has written it (a receiver writes its
+    view's port file around the time of its own)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(open(path).read())
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no port in {path} within {timeout} s")
+            time.sleep(0.05)

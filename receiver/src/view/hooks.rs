@@ -23,12 +23,12 @@
 use super::index::{Index, SystemView};
 use super::text;
 use crate::rpc::Service;
+use crate::server::Stop;
 use crate::sys::{self, Fd};
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,18 +56,20 @@ pub fn start(
     hook: Hook,
     service: Arc<Service>,
     window: i64,
+    stop: Stop,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("hooks".into())
-        .spawn(move || run(&hook, &service, window))
+        .spawn(move || run(&hook, &service, window, &stop))
 }
 
-fn run(hook: &Hook, service: &Service, window: i64) {
+/// Looks for changes until the receiver stops (SIGTERM/SIGINT).
+fn run(hook: &Hook, service: &Service, window: i64, stop: &Stop) {
     let dir = service.store.fd();
     let mut index = Index::default();
     // Changes already handled by this receiver (a marker exists).
     let mut seen: HashSet<String> = HashSet::new();
-    while !sys::STOP.load(Ordering::SeqCst) {
+    while !*stop.borrow() {
         index.refresh_if_due(dir);
         let now = now();
         for v in index.systems(now, window) {

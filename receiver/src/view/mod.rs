@@ -11,9 +11,14 @@
 //!
 //! It never writes: files are opened read-only, relative to the log
 //! directory's descriptor, never through a symlink or a hard link (see
-//! [`index`]). Its connections are bounded by a slot count of their own,
-//! apart from the uploads', and every response is bounded (rows, bytes, the
-//! time an event stream stays open).
+//! [`index`]). It is served by the same server as the uploads (hyper, see
+//! `crate::server`) on a listener of its own, with caps of its own: its
+//! connections, [`PER_ADDRESS`] of them per client address, one request
+//! each. Every response is bounded: pages and JSON in rows and bytes;
+//! `/raw` is streamed in [`RAW_CHUNK`] pieces, each of which the client
+//! must take within [`CHUNK_WAIT`]; an event stream ends after
+//! [`FOLLOW_FOR`] or [`FOLLOW_BYTES`], and its events have the same
+//! deadline.
 
 mod hooks;
 mod index;
@@ -23,19 +28,25 @@ mod state;
 pub mod status;
 mod text;
 
-use crate::http::{self, Head, Reject};
-use crate::limits::Slots;
 use crate::metrics::{family, sample, COUNTERS};
 use crate::rpc::Service;
+use crate::server::{
+    self, accept_loop, send_within, with_server, Body, Bounds, Conn, Gate, KeepAlive, Site,
+};
 use crate::sys::{self, Fd};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
 use index::Index;
 use state::State;
-use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// The view's settings, from the command line.
 #[derive(Debug, Clone)]
@@ -61,15 +72,21 @@ const AROUND: u64 = 16 << 10;
 const FOLLOW_FOR: Duration = Duration::from_secs(25);
 const FOLLOW_BYTES: u64 = 8 << 20;
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
-/// A client has this long to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// A write that makes no progress for this long ends the response.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections one client address may hold (a browser opens up to six
+/// to a host).
+pub const PER_ADDRESS: usize = 8;
+/// `/raw` goes out in pieces of this size, read as the client takes them.
+const RAW_CHUNK: usize = 64 << 10;
+/// The client must take each piece of a streamed response (a `/raw`
+/// chunk, an event) within this long, or the response ends with a reset:
+/// at least [`RAW_CHUNK`] per 10 s once the socket's buffers are full, so
+/// a reader that trickles cannot hold a connection for hours.
+const CHUNK_WAIT: Duration = Duration::from_secs(10);
 
 const SCRIPT: &str = include_str!("view.js");
 const STYLE: &str = include_str!("view.css");
 
-struct View {
+pub struct View {
     service: Arc<Service>,
     index: Mutex<Index>,
     window: i64,
@@ -77,23 +94,25 @@ struct View {
     max_follows: usize,
 }
 
-/// Binds the view's listener and serves it on a thread of its own until
-/// SIGTERM/SIGINT (the receiver's stop flag).
-pub fn start(
+/// The view's listener, bound, and what it serves.
+pub struct Listening {
+    listener: tokio::net::TcpListener,
+    view: Arc<View>,
+    bounds: Bounds,
+}
+
+/// Binds the view's listener (and writes its port file).
+pub async fn bind(
     settings: &Settings,
     service: Arc<Service>,
-) -> Result<std::thread::JoinHandle<()>, String> {
-    let listener = TcpListener::bind(settings.listen)
-        .map_err(|e| format!("--view {}: cannot listen: {e}", settings.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    if let Some(p) = &settings.port_file {
-        let tmp = p.with_extension(format!("tmp.{}", std::process::id()));
-        std::fs::write(&tmp, format!("{}\n", local.port()))
-            .and_then(|()| std::fs::rename(&tmp, p))
-            .map_err(|e| format!("--view-port-file {}: {e}", p.display()))?;
-    }
+    stop: crate::server::Stop,
+) -> Result<Listening, crate::StartError> {
+    let listener = crate::listen("--view", settings.listen, settings.port_file.as_deref()).await?;
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| settings.listen.to_string(), |a| a.to_string());
     info!(
-        "live view on http://{local}/ (read-only; {} connections at most; installing = an upload within {} s)",
+        "live view on http://{local}/ (read-only; {} connections at most, {PER_ADDRESS} per address; installing = an upload within {} s)",
         settings.max_connections,
         settings.window.as_secs()
     );
@@ -112,42 +131,37 @@ pub fn start(
                 .clone()
                 .unwrap_or_else(|| format!("http://{local}")),
         };
-        hooks::start(hook, Arc::clone(&view.service), view.window)
-            .map_err(|e| format!("cannot start the hook's thread: {e}"))?;
+        hooks::start(hook, Arc::clone(&view.service), view.window, stop)
+            .map_err(crate::StartError::HookThread)?;
     }
-    let slots = Arc::new(Slots::new(settings.max_connections));
-    std::thread::Builder::new()
-        .name("view".into())
-        .spawn(move || accept_loop(&listener, &view, &slots))
-        .map_err(|e| format!("cannot start the view's thread: {e}"))
+    Ok(Listening {
+        listener,
+        view,
+        bounds: Bounds {
+            max_connections: settings.max_connections,
+            per_address: PER_ADDRESS,
+            head_timeout: server::HEAD_TIMEOUT,
+            // One request per connection, as before: each page, poll and
+            // stream is a connection of its own and leaves at its end.
+            keep_alive: KeepAlive::Off,
+        },
+    })
 }
 
-fn accept_loop(listener: &TcpListener, view: &Arc<View>, slots: &Arc<Slots>) {
-    while !sys::STOP.load(Ordering::SeqCst) {
-        if !slots.acquire(Duration::from_millis(500)) {
-            continue;
-        }
-        if !sys::poll_readable(listener, 500) {
-            slots.release();
-            continue;
-        }
-        let Ok((conn, _)) = listener.accept() else {
-            slots.release();
-            continue;
-        };
-        let (view, slots2) = (Arc::clone(view), Arc::clone(slots));
-        let spawned = std::thread::Builder::new()
-            .name("view-conn".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                serve(conn, &view);
-                slots2.release();
-            });
-        if spawned.is_err() {
-            slots.release();
-        }
+impl Listening {
+    /// Serves until `stop`, then gives open responses a moment.
+    pub async fn serve(self, stop: server::Stop) {
+        let gate = Gate::new(&self.bounds, Vec::new());
+        accept_loop(
+            self.listener,
+            self.view,
+            Arc::clone(&gate),
+            self.bounds,
+            stop,
+        )
+        .await;
+        gate.drain(Duration::from_secs(2)).await;
     }
-    slots.drain(Duration::from_secs(2));
 }
 
 /// A response built whole.
@@ -240,32 +254,49 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn serve(mut conn: TcpStream, view: &View) {
-    let _ = conn.set_nodelay(true);
-    let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
-    let head = match http::read_head(&mut conn, Instant::now() + HEAD_TIMEOUT) {
-        Ok((head, _)) => head,
-        Err(Reject::Status(code, why)) => {
-            let _ = send(&mut conn, &Reply::error(code, &why));
-            return;
+impl Site for View {
+    async fn handle(self: Arc<Self>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::GET {
+            return respond(Reply::error(405, "the view is read-only: GET only"));
         }
-        Err(_) => return,
-    };
-    if head.method != "GET" {
-        let _ = send(
-            &mut conn,
-            &Reply::error(405, "the view is read-only: GET only"),
-        );
-        return;
+        let target = req.uri().to_string();
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        match route(path) {
+            None => respond(Reply::error(
+                404,
+                "no such page (names are checked as uploads are)",
+            )),
+            Some(Route::Raw(s, f)) => self.raw(conn, s, f).await,
+            Some(Route::Follow(s, f)) => {
+                let from = req
+                    .headers()
+                    .get("Last-Event-ID")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .or_else(|| number(query, "from"));
+                self.follow(conn, s, f, from).await
+            }
+            Some(_) => {
+                // Pages read the index and files: on the blocking pool.
+                let view = Arc::clone(&self);
+                let reply = tokio::task::spawn_blocking(move || {
+                    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                    match route(path) {
+                        Some(r) => view.reply(r, query),
+                        None => Reply::error(404, "no such page"),
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| Reply::error(500, "the page could not be made"));
+                respond(reply)
+            }
+        }
     }
-    let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
-    let reply = match route(path) {
-        None => Reply::error(404, "no such page (names are checked as uploads are)"),
-        Some(Route::Raw(s, f)) => return raw(&mut conn, view, s, f),
-        Some(Route::Follow(s, f)) => return follow(&mut conn, view, &head, query, s, f),
-        Some(r) => view.reply(r, query),
-    };
-    let _ = send(&mut conn, &reply);
+
+    /// The view logs nothing (as before hyper): it is read-only and
+    /// writes nowhere, its log included; what it refuses or cuts is
+    /// counted in `/metrics` (`anamon_receiver_connections_cut_total`).
+    fn noise(&self, _peer: IpAddr, _what: &str) {}
 }
 
 impl View {
@@ -412,6 +443,7 @@ impl View {
         let (all, cost) = self.with_index(|ix| (ix.systems(now, self.window), ix.cost()));
         let mut out = String::new();
         COUNTERS.render(&mut out);
+        crate::metrics::CONNECTIONS.render(&mut out);
         let sessions = "upload sessions open in this process";
         let open = self.service.sessions.active();
         sample(
@@ -488,157 +520,298 @@ fn read_at(fd: &Fd, from: u64, len: u64) -> (u64, Vec<u8>) {
     (from, buf)
 }
 
-/// Writes a whole response with the view's headers.
-fn send(conn: &mut TcpStream, r: &Reply) -> io::Result<()> {
-    let mut out = head(
-        r.status,
-        r.content_type,
-        &format!("Content-Length: {}\r\n", r.body.len()),
-    );
-    out.extend_from_slice(&r.body);
-    conn.write_all(&out)?;
-    conn.shutdown(std::net::Shutdown::Write)
+/// A whole reply as a response.
+fn respond(r: Reply) -> Response<Body> {
+    response(r.status, r.content_type, Body::whole(r.body))
 }
 
-/// A response head: nothing in it may be framed, sniffed or cached, and
-/// the pages load nothing but the view's own script and style.
-fn head(status: u16, content_type: &str, extra: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status} {}\r\nServer: anamon-receiver\r\nContent-Type: {content_type}\r\n{extra}\
-         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n\
-         X-Frame-Options: DENY\r\nContent-Security-Policy: default-src 'none'; script-src 'self'; \
-         style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
-         frame-ancestors 'none'\r\nConnection: close\r\n\r\n",
-        http::reason(status)
-    )
-    .into_bytes()
+/// A response with the view's headers: nothing in it may be framed,
+/// sniffed or cached, and the pages load nothing but the view's own script
+/// and style.
+fn response(status: u16, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    for (name, value) in [
+        ("content-type", content_type),
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("x-frame-options", "DENY"),
+        (
+            "content-security-policy",
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+             img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+        ("connection", "close"),
+    ] {
+        h.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    with_server(resp)
 }
 
-/// `/raw/S/F`: the file as it is, as a download (never rendered).
-fn raw(conn: &mut TcpStream, view: &View, system: &str, file: &str) {
-    let (fd, size) = match view.open(system, file) {
-        Ok(x) => x,
-        Err(r) => {
-            let _ = send(conn, &r);
+impl View {
+    /// Runs `f` on the blocking pool; a reply if it could not run.
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&View) -> Result<T, Reply> + Send + 'static,
+    ) -> Result<T, Reply> {
+        let view = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&view))
+            .await
+            .unwrap_or_else(|_| Err(Reply::error(500, "the file could not be read")))
+    }
+
+    /// `/raw/S/F`: the file as it is, as a download (never rendered),
+    /// streamed as the client takes it.
+    async fn raw(self: Arc<Self>, conn: Conn, system: &str, file: &str) -> Response<Body> {
+        let (s, f) = (system.to_string(), file.to_string());
+        let (fd, size) = match self.blocking(move |v| v.open(&s, &f)).await {
+            Ok(x) => x,
+            Err(r) => return respond(r),
+        };
+        let (tx, body) = Body::streamed();
+        tokio::spawn(stream_raw(Arc::new(fd), size, tx, conn));
+        let mut resp = response(200, "text/plain; charset=utf-8", body);
+        let h = resp.headers_mut();
+        h.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(size));
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+            h.insert(hyper::header::CONTENT_DISPOSITION, v);
+        }
+        resp
+    }
+
+    /// `/follow/S/F?from=N`: Server-Sent Events with the bytes from N on,
+    /// as they arrive; each event's id is the offset after it, which the
+    /// browser sends back (Last-Event-ID) when it reconnects. If the file
+    /// is cut short or rewritten, a `reset` event carries its end afresh.
+    async fn follow(
+        self: Arc<Self>,
+        conn: Conn,
+        system: &str,
+        file: &str,
+        from: Option<u64>,
+    ) -> Response<Body> {
+        let Some(slot) = FollowSlot::take(&self) else {
+            return respond(Reply::error(
+                503,
+                "too many pages follow files at once; try again",
+            ));
+        };
+        let (s, f) = (system.to_string(), file.to_string());
+        let follower = match self
+            .blocking(move |v| {
+                v.open(&s, &f)
+                    .map(|(fd, size)| Follower::new(fd, size, from))
+            })
+            .await
+        {
+            Ok(x) => x,
+            Err(r) => return respond(r),
+        };
+        let (tx, body) = Body::streamed();
+        tokio::spawn(stream_events(follower, tx, conn, slot));
+        response(200, "text/event-stream; charset=utf-8", body)
+    }
+}
+
+/// One of the view's event streams; counted while it lives.
+struct FollowSlot(Arc<View>);
+
+impl FollowSlot {
+    fn take(view: &Arc<View>) -> Option<FollowSlot> {
+        if view.follows.fetch_add(1, Ordering::SeqCst) >= view.max_follows {
+            view.follows.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(FollowSlot(Arc::clone(view)))
+    }
+}
+
+impl Drop for FollowSlot {
+    fn drop(&mut self) {
+        self.0.follows.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Feeds `/raw`'s body: a chunk read (on the blocking pool) only once the
+/// client has taken the one before.
+async fn stream_raw(fd: Arc<Fd>, size: u64, tx: mpsc::Sender<Bytes>, conn: Conn) {
+    let mut sent = 0;
+    while sent < size {
+        let want = (size - sent).min(RAW_CHUNK as u64) as usize;
+        let file = Arc::clone(&fd);
+        let chunk = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0; want];
+            let n = sys::pread_full(&file, &mut buf, sent).unwrap_or(0);
+            buf.truncate(n);
+            buf
+        })
+        .await
+        .unwrap_or_default();
+        if chunk.is_empty() {
+            // Shorter than when the head went out: the client sees the
+            // connection end before Content-Length, as it should.
+            conn.cut();
             return;
         }
-    };
-    let extra = format!(
-        "Content-Length: {size}\r\nContent-Disposition: attachment; filename=\"{file}\"\r\n"
-    );
-    if conn
-        .write_all(&head(200, "text/plain; charset=utf-8", &extra))
-        .is_err()
+        sent += chunk.len() as u64;
+        if !send_within(&tx, Bytes::from(chunk), CHUNK_WAIT, &conn).await {
+            return;
+        }
+    }
+}
+
+/// Where an event stream is in its file.
+struct Follower {
+    fd: Fd,
+    /// The offset sent up to; `None` until the first (reset) event.
+    offset: Option<u64>,
+    /// The file's first bytes when last looked at: if they change, the
+    /// file was rewritten (a new install of that name).
+    start_bytes: Vec<u8>,
+}
+
+/// What one look at a followed file found.
+enum Step {
+    /// New bytes: sent at once, and looked again without a pause.
+    Message(Vec<u8>, u64),
+    /// The file afresh (first look, cut short or rewritten).
+    Reset(Vec<u8>, u64),
+    Nothing,
+}
+
+impl Follower {
+    fn new(fd: Fd, size: u64, from: Option<u64>) -> Follower {
+        let start_bytes = read_at(&fd, 0, 64).1;
+        Follower {
+            fd,
+            offset: from.filter(|&n| n <= size),
+            start_bytes,
+        }
+    }
+
+    fn first(&self) -> Vec<u8> {
+        read_at(&self.fd, 0, 64).1
+    }
+
+    fn step(&mut self) -> std::io::Result<Step> {
+        let size = sys::fstat(&self.fd).map(|st| st.st_size as u64)?;
+        let rewritten = |offset: u64| {
+            size < offset || {
+                let now = self.first();
+                now.len() >= self.start_bytes.len()
+                    && now[..self.start_bytes.len()] != self.start_bytes[..]
+            }
+        };
+        let step = match self.offset {
+            Some(offset) if !rewritten(offset) => {
+                if size > offset {
+                    let (_, bytes) = read_at(&self.fd, offset, (size - offset).min(TAIL));
+                    let keep = match text::utf8_cut(&bytes) {
+                        0 if bytes.len() >= 4 => bytes.len(),
+                        k => k,
+                    };
+                    if keep > 0 {
+                        let offset = offset + keep as u64;
+                        self.offset = Some(offset);
+                        return Ok(Step::Message(
+                            event("message", offset, &bytes[..keep]),
+                            keep as u64,
+                        ));
+                    }
+                }
+                Step::Nothing
+            }
+            _ => {
+                let (start, bytes) = stretch(
+                    &self.fd,
+                    size.saturating_sub(TAIL),
+                    size,
+                    size.saturating_sub(1),
+                );
+                let keep = text::utf8_cut(&bytes);
+                let offset = start + keep as u64;
+                self.offset = Some(offset);
+                self.start_bytes = self.first();
+                Step::Reset(event("reset", offset, &bytes[..keep]), keep as u64)
+            }
+        };
+        if self.start_bytes.len() < 64 {
+            self.start_bytes = self.first();
+        }
+        Ok(step)
+    }
+}
+
+/// Feeds an event stream until it has lasted [`FOLLOW_FOR`] or sent
+/// [`FOLLOW_BYTES`]; looks at the file every [`FOLLOW_POLL`].
+async fn stream_events(
+    mut follower: Follower,
+    tx: mpsc::Sender<Bytes>,
+    conn: Conn,
+    _slot: FollowSlot,
+) {
+    if !send_within(
+        &tx,
+        Bytes::from_static(b"retry: 1000\n\n"),
+        CHUNK_WAIT,
+        &conn,
+    )
+    .await
     {
         return;
     }
-    let mut sent = 0;
-    let mut buf = vec![0; 256 << 10];
-    while sent < size && !sys::STOP.load(Ordering::Relaxed) {
-        let want = (size - sent).min(buf.len() as u64) as usize;
-        match sys::pread_full(&fd, &mut buf[..want], sent) {
-            // Shorter than when the head went out: the client sees the
-            // connection end before Content-Length, as it should.
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if conn.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-                sent += n as u64;
+    let (end, mut sent, mut quiet) = (Instant::now() + FOLLOW_FOR, 0u64, Instant::now());
+    while Instant::now() < end && sent < FOLLOW_BYTES {
+        let Ok((back, step)) = tokio::task::spawn_blocking(move || {
+            let step = follower.step();
+            (follower, step)
+        })
+        .await
+        else {
+            return;
+        };
+        follower = back;
+        let (out, pause) = match step {
+            Err(_) => return,
+            Ok(Step::Message(e, n)) => {
+                sent += n;
+                quiet = Instant::now();
+                (Some(e), false)
+            }
+            Ok(Step::Reset(e, n)) => {
+                sent += n;
+                (Some(e), true)
+            }
+            Ok(Step::Nothing) => (None, true),
+        };
+        if let Some(e) = out {
+            if !send_within(&tx, Bytes::from(e), CHUNK_WAIT, &conn).await {
+                return;
             }
         }
-    }
-    let _ = conn.shutdown(std::net::Shutdown::Write);
-}
-
-/// `/follow/S/F?from=N`: Server-Sent Events with the bytes from N on, as
-/// they arrive; each event's id is the offset after it, which the browser
-/// sends back (Last-Event-ID) when it reconnects. If the file is cut short
-/// or rewritten, a `reset` event carries its end afresh.
-fn follow(
-    conn: &mut TcpStream,
-    view: &View,
-    head_in: &Head,
-    query: &str,
-    system: &str,
-    file: &str,
-) {
-    if view.follows.fetch_add(1, Ordering::SeqCst) >= view.max_follows {
-        view.follows.fetch_sub(1, Ordering::SeqCst);
-        let _ = send(
-            conn,
-            &Reply::error(503, "too many pages follow files at once; try again"),
-        );
-        return;
-    }
-    let from = head_in
-        .header("Last-Event-ID")
-        .and_then(|v| v.parse().ok())
-        .or_else(|| number(query, "from"));
-    let _ = stream_events(conn, view, system, file, from);
-    view.follows.fetch_sub(1, Ordering::SeqCst);
-}
-
-fn stream_events(
-    conn: &mut TcpStream,
-    view: &View,
-    system: &str,
-    file: &str,
-    from: Option<u64>,
-) -> io::Result<()> {
-    let (fd, size) = match view.open(system, file) {
-        Ok(x) => x,
-        Err(r) => return send(conn, &r),
-    };
-    let mut out = head(200, "text/event-stream; charset=utf-8", "");
-    out.extend_from_slice(b"retry: 1000\n\n");
-    conn.write_all(&out)?;
-    let first = |fd: &Fd| read_at(fd, 0, 64).1;
-    let mut start_bytes = first(&fd);
-    let mut offset = match from {
-        Some(n) if n <= size => n,
-        _ => u64::MAX, // a reset: the end, afresh
-    };
-    let (end, mut sent, mut quiet) = (Instant::now() + FOLLOW_FOR, 0u64, Instant::now());
-    while Instant::now() < end && sent < FOLLOW_BYTES && !sys::STOP.load(Ordering::Relaxed) {
-        let size = sys::fstat(&fd).map(|st| st.st_size as u64)?;
-        let rewritten = offset != u64::MAX
-            && (size < offset || {
-                let now = first(&fd);
-                now.len() >= start_bytes.len() && now[..start_bytes.len()] != start_bytes[..]
-            });
-        if offset == u64::MAX || rewritten {
-            let (start, bytes) =
-                stretch(&fd, size.saturating_sub(TAIL), size, size.saturating_sub(1));
-            let keep = text::utf8_cut(&bytes);
-            offset = start + keep as u64;
-            start_bytes = first(&fd);
-            conn.write_all(&event("reset", offset, &bytes[..keep]))?;
-            sent += keep as u64;
-        } else if size > offset {
-            let (_, bytes) = read_at(&fd, offset, (size - offset).min(TAIL));
-            let keep = match text::utf8_cut(&bytes) {
-                0 if bytes.len() >= 4 => bytes.len(),
-                k => k,
-            };
-            if keep > 0 {
-                offset += keep as u64;
-                conn.write_all(&event("message", offset, &bytes[..keep]))?;
-                sent += keep as u64;
-                quiet = Instant::now();
-                continue;
-            }
+        if !pause {
+            continue;
         }
         if quiet.elapsed() > Duration::from_secs(10) {
-            conn.write_all(b": still following\n\n")?;
+            if !send_within(
+                &tx,
+                Bytes::from_static(b": still following\n\n"),
+                CHUNK_WAIT,
+                &conn,
+            )
+            .await
+            {
+                return;
+            }
             quiet = Instant::now();
         }
-        if start_bytes.len() < 64 {
-            start_bytes = first(&fd);
-        }
-        std::thread::sleep(FOLLOW_POLL);
+        tokio::time::sleep(FOLLOW_POLL).await;
     }
-    conn.shutdown(std::net::Shutdown::Write)
 }
 
 /// One event: `id` is the file offset after `bytes`; the text, made safe,
