@@ -255,11 +255,13 @@ fn a_forged_request_line_is_one_escaped_log_line() {
     // line of printable ASCII (they were written raw).
     // (A client's unreadable requests are logged once a minute: one is
     // enough.)
+    // hyper's parser refuses such a request line (400) without repeating
+    // it; the refusal is logged, and nothing the client sent is, raw.
     let mut r = common::Receiver::start("forged", &[]);
     r.raw(b"POST /x\x1b[2J\x07\xe2\x80\xae HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
     r.peer.stop();
     let log = r.log_text();
-    assert!(log.contains("\\x1b[2J\\x07\\u{202e}"), "{log}");
+    assert!(log.contains("HTTP 400"), "{log}");
     for line in log.lines() {
         assert!(
             line.chars().all(|c| (' '..='~').contains(&c)) && line.contains("anamon-receiver["),
