@@ -386,6 +386,14 @@ mod tests {
             .collect()
     }
 
+    /// `list` ships `path` under `alias`.
+    fn watches(list: &WatchList, path: &str, alias: &str) -> bool {
+        list.files.contains(&Entry {
+            path: path.into(),
+            alias: alias.into(),
+        })
+    }
+
     #[test]
     fn shell_split_matches_shlex_for_paths() {
         assert_eq!(
@@ -458,12 +466,7 @@ mod tests {
     #[test]
     fn defaults_keep_python_anamons_names_and_add_newer_logs() {
         let d = WatchList::defaults_for(Installer::Anaconda);
-        let has = |p: &str, a: &str| {
-            d.files.contains(&Entry {
-                path: p.into(),
-                alias: a.into(),
-            })
-        };
+        let has = |p: &str, a: &str| watches(&d, p, a);
         assert!(has("/tmp/syslog", "sys.log"));
         assert!(has("/tmp/lvmout", "lvmout.log"));
         assert!(has("/mnt/sysimage/root/install.log", "install.log"));
@@ -487,22 +490,20 @@ mod tests {
     #[test]
     fn debian_installer_defaults_are_d_is_logs_under_accepted_names() {
         let d = WatchList::defaults_for(Installer::DebianInstaller);
-        let has = |p: &str, a: &str| {
-            d.files.contains(&Entry {
-                path: p.into(),
-                alias: a.into(),
-            })
-        };
-        assert!(has("/var/log/syslog", "syslog"));
-        assert!(has("/var/log/partman", "partman"));
-        assert!(has(
-            "/target/var/log/installer/hardware-summary",
-            "hardware-summary"
-        ));
-        assert!(has(
-            "/target/var/log/installer/cdebconf/questions.dat",
-            "cdebconf_questions.dat"
-        ));
+        for (path, alias) in [
+            ("/var/log/syslog", "syslog"),
+            ("/var/log/partman", "partman"),
+            (
+                "/target/var/log/installer/hardware-summary",
+                "hardware-summary",
+            ),
+            (
+                "/target/var/log/installer/cdebconf/questions.dat",
+                "cdebconf_questions.dat",
+            ),
+        ] {
+            assert!(watches(&d, path, alias), "{path} as {alias}");
+        }
         assert!(
             !d.files.iter().any(|e| e.path.starts_with("/tmp")),
             "no Anaconda logs"
