@@ -1,7 +1,8 @@
 //! Which files to watch and what the server calls each one.
 //!
 //! The default list is Python anamon's, alias for alias, so server-side log
-//! names do not change when an admin switches agents.
+//! names do not change when an admin switches agents. In debian-installer,
+//! which Python anamon never ran in, it is d-i's own logs instead.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,61 @@ pub(crate) const NEWER_ANACONDA: &[(&str, &str)] = &[
 /// Families of files with generated names: one per `%pre`/`%post` script,
 /// and Anaconda's crash dumps.
 pub(crate) const NEWER_ANACONDA_GLOBS: &[&str] = &["/tmp/ks-script-*.log", "/tmp/anaconda-tb-*"];
+
+/// What debian-installer writes (read in its sources: rootskel's
+/// `S10syslog` starts busybox syslogd on `/var/log/syslog`; partman logs to
+/// `/var/log/partman`; save-logs' `finish-install.d/94save-logs` copies
+/// `/var/log/*` into `/target/var/log/installer/` and adds the rest below).
+/// The copies of `syslog` and `partman` under `/target` are left out: the
+/// originals are shipped. Not `cdebconf/templates.dat`: several MB of the
+/// installer's own question texts in every language, the same for every
+/// install. (`questions.dat` holds no passwords: cdebconf keeps those in
+/// `passwords.dat`, which save-logs does not copy.)
+pub(crate) const DEBIAN_INSTALLER: &[(&str, &str)] = &[
+    ("/var/log/syslog", "syslog"),
+    ("/var/log/partman", "partman"),
+    (
+        "/target/var/log/installer/hardware-summary",
+        "hardware-summary",
+    ),
+    ("/target/var/log/installer/status", "status"),
+    ("/target/var/log/installer/lsb-release", "lsb-release"),
+    (
+        "/target/var/log/installer/firmware-summary",
+        "firmware-summary",
+    ),
+    (
+        "/target/var/log/installer/cdebconf/questions.dat",
+        "cdebconf_questions.dat",
+    ),
+];
+
+/// The installer the agent runs in, which decides the default list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Installer {
+    /// Anaconda (and RHEL 4-6's loader): Python anamon's lists.
+    Anaconda,
+    /// debian-installer (Debian, Ubuntu before Subiquity): d-i's logs.
+    DebianInstaller,
+}
+
+impl Installer {
+    /// The installer whose root is `/`.
+    pub(crate) fn detect() -> Installer {
+        Installer::detect_in(Path::new("/"))
+    }
+
+    /// d-i's initrd has `/lib/debian-installer` (rootskel: its `menu`,
+    /// `exit`, `start-udev`), which neither Anaconda's image nor an
+    /// installed Debian has.
+    fn detect_in(root: &Path) -> Installer {
+        if root.join("lib/debian-installer").is_dir() {
+            Installer::DebianInstaller
+        } else {
+            Installer::Anaconda
+        }
+    }
+}
 
 /// One entry of the watch list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,14 +253,30 @@ pub(crate) struct WatchList {
 }
 
 impl WatchList {
-    /// Python anamon's watch and wait lists with their aliases, then what
-    /// newer Anaconda writes.
+    /// The default list of the installer the agent runs in.
     pub(crate) fn defaults() -> WatchList {
+        WatchList::defaults_for(Installer::detect())
+    }
+
+    /// Anaconda: Python anamon's watch and wait lists with their aliases,
+    /// then what newer Anaconda writes. debian-installer: d-i's logs.
+    pub(crate) fn defaults_for(installer: Installer) -> WatchList {
         let mut list = WatchList::default();
-        for (path, alias) in PYTHON_WATCH.iter().chain(PYTHON_WAIT).chain(NEWER_ANACONDA) {
+        let (files, globs): (Vec<&(&str, &str)>, &[&str]) = match installer {
+            Installer::Anaconda => (
+                PYTHON_WATCH
+                    .iter()
+                    .chain(PYTHON_WAIT)
+                    .chain(NEWER_ANACONDA)
+                    .collect(),
+                NEWER_ANACONDA_GLOBS,
+            ),
+            Installer::DebianInstaller => (DEBIAN_INSTALLER.iter().collect(), &[]),
+        };
+        for (path, alias) in files {
             list.push(PathBuf::from(path), Some(alias));
         }
-        list.globs = NEWER_ANACONDA_GLOBS
+        list.globs = globs
             .iter()
             .filter_map(|g| Glob::parse(Path::new(g)))
             .collect();
@@ -314,6 +386,14 @@ mod tests {
             .collect()
     }
 
+    /// `list` ships `path` under `alias`.
+    fn watches(list: &WatchList, path: &str, alias: &str) -> bool {
+        list.files.contains(&Entry {
+            path: path.into(),
+            alias: alias.into(),
+        })
+    }
+
     #[test]
     fn shell_split_matches_shlex_for_paths() {
         assert_eq!(
@@ -385,13 +465,8 @@ mod tests {
 
     #[test]
     fn defaults_keep_python_anamons_names_and_add_newer_logs() {
-        let d = WatchList::defaults();
-        let has = |p: &str, a: &str| {
-            d.files.contains(&Entry {
-                path: p.into(),
-                alias: a.into(),
-            })
-        };
+        let d = WatchList::defaults_for(Installer::Anaconda);
+        let has = |p: &str, a: &str| watches(&d, p, a);
         assert!(has("/tmp/syslog", "sys.log"));
         assert!(has("/tmp/lvmout", "lvmout.log"));
         assert!(has("/mnt/sysimage/root/install.log", "install.log"));
@@ -410,6 +485,47 @@ mod tests {
             assert!(anamon_names::is_file_name(a), "{a}");
         }
         assert_eq!(d.globs.len(), 2);
+    }
+
+    #[test]
+    fn debian_installer_defaults_are_d_is_logs_under_accepted_names() {
+        let d = WatchList::defaults_for(Installer::DebianInstaller);
+        for (path, alias) in [
+            ("/var/log/syslog", "syslog"),
+            ("/var/log/partman", "partman"),
+            (
+                "/target/var/log/installer/hardware-summary",
+                "hardware-summary",
+            ),
+            (
+                "/target/var/log/installer/cdebconf/questions.dat",
+                "cdebconf_questions.dat",
+            ),
+        ] {
+            assert!(watches(&d, path, alias), "{path} as {alias}");
+        }
+        assert!(
+            !d.files.iter().any(|e| e.path.starts_with("/tmp")),
+            "no Anaconda logs"
+        );
+        assert_eq!(d.files.len(), DEBIAN_INSTALLER.len());
+        for e in &d.files {
+            assert!(anamon_names::is_file_name(&e.alias), "{}", e.alias);
+        }
+        assert!(d.globs.is_empty());
+    }
+
+    #[test]
+    fn the_installer_is_detected_by_d_is_rootskel() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(Installer::detect_in(tmp.path()), Installer::Anaconda);
+        // A file of that name is not d-i's directory.
+        std::fs::create_dir_all(tmp.path().join("lib")).unwrap();
+        std::fs::write(tmp.path().join("lib/debian-installer"), "").unwrap();
+        assert_eq!(Installer::detect_in(tmp.path()), Installer::Anaconda);
+        std::fs::remove_file(tmp.path().join("lib/debian-installer")).unwrap();
+        std::fs::create_dir(tmp.path().join("lib/debian-installer")).unwrap();
+        assert_eq!(Installer::detect_in(tmp.path()), Installer::DebianInstaller);
     }
 
     #[test]
