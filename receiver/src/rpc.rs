@@ -11,8 +11,10 @@ use crate::sessions::{Outcome, Sessions};
 use crate::store::{LogDir, StoreError};
 use anamon_xmlrpc::server::{base64_decode, encode_fault, encode_response, parse_call};
 use anamon_xmlrpc::{Escaped, Value};
+use serde::Serialize;
+use serde_json::json;
 use std::collections::HashSet;
-use std::io::Write;
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -255,29 +257,76 @@ impl Service {
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let mut line = format!("{{\"t\": {t:.6}, \"method\": ");
-        match &record.method {
-            Some(m) => line += &json_str(m),
-            None => line += "null",
-        }
+        let mut entry = json!({ "t": t, "method": record.method });
         if let Some(up) = &record.upload {
-            line += &format!(
-                ", \"sys_name\": {}, \"file\": {}, \"size\": {}, \"offset\": {}, \"data_len\": {}",
-                json_str(&up.system),
-                json_str(&up.file),
-                up.size,
-                up.offset,
-                up.data_len
-            );
+            entry["sys_name"] = json!(up.system);
+            entry["file"] = json!(up.file);
+            entry["size"] = json!(up.size);
+            entry["offset"] = json!(up.offset);
+            entry["data_len"] = json!(up.data_len);
         }
         match answer {
-            Answer::Value(Value::Bool(b)) => line += &format!(", \"result\": {b}"),
-            Answer::Value(_) => line += ", \"result\": \"value\"",
-            Answer::Fault(m) => line += &format!(", \"fault\": {}", json_str(m)),
+            Answer::Value(Value::Bool(b)) => entry["result"] = json!(b),
+            Answer::Value(_) => entry["result"] = json!("value"),
+            Answer::Fault(m) => entry["fault"] = json!(m),
         }
-        line += "}\n";
+        let mut line = call_log_line(&entry);
+        line.push(b'\n');
         let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = f.write_all(line.as_bytes());
+        let _ = f.write_all(&line);
+    }
+}
+
+/// One call log entry as a JSON line: serde_json, with `", "` and `": "`
+/// between members (the form ci/peer/peer.py writes for Cobbler's calls,
+/// so scripts read both logs alike), and every character outside
+/// printable ASCII as `\uXXXX`, so a line shows in a terminal what it
+/// holds (a client's U+202E would turn it around, an ESC would act).
+fn call_log_line(entry: &serde_json::Value) -> Vec<u8> {
+    let mut line = Vec::new();
+    let mut out = serde_json::Serializer::with_formatter(&mut line, CallLogFormat);
+    // Writing to a Vec cannot fail, and a Value always serializes.
+    let _ = entry.serialize(&mut out);
+    line
+}
+
+struct CallLogFormat;
+
+impl serde_json::ser::Formatter for CallLogFormat {
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    /// serde_json escapes quotes, backslashes and C0 controls itself; the
+    /// rest of a string comes here.
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        for c in fragment.chars() {
+            if c.is_ascii() && !c.is_ascii_control() {
+                w.write_all(&[c as u8])?;
+            } else {
+                // UTF-16 units, as JSON spells a character outside the BMP.
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    write!(w, "\\u{unit:04x}")?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -296,27 +345,6 @@ fn version_tuple() -> Vec<Value> {
 /// guessed token was right.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-pub(crate) fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            // Controls, and everything outside ASCII (a U+202E would turn
-            // the line around in a terminal): as \uXXXX, UTF-16 as JSON has it.
-            c if (c as u32) < 0x20 || (c as u32) >= 0x7f => {
-                for unit in c.encode_utf16(&mut [0; 2]) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -369,11 +397,16 @@ mod tests {
     }
 
     #[test]
-    fn json_strings_escape_controls() {
-        assert_eq!(json_str("a\"b\\c\n\0"), "\"a\\\"b\\\\c\\u000a\\u0000\"");
+    fn call_log_lines_are_json_in_printable_ascii() {
+        let entry = json!({"method": "a\"b\\c\n\0\x1b\x7f\u{202e}é😀", "result": true});
+        let line = String::from_utf8(call_log_line(&entry)).unwrap();
         assert_eq!(
-            json_str("\x1b\x7f\u{202e}é😀"),
-            "\"\\u001b\\u007f\\u202e\\u00e9\\ud83d\\ude00\""
+            line,
+            r#"{"method": "a\"b\\c\n\u0000\u001b\u007f\u202e\u00e9\ud83d\ude00", "result": true}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&line).unwrap(),
+            entry
         );
     }
 }

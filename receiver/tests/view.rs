@@ -254,7 +254,14 @@ fn hostile_contents_and_requests_are_shown_safely_and_nothing_is_written() {
         &r.get("/api/systems/web01/evil.log?from=0"),
         false,
     );
-    assert!(chunk.contains("\\u000a\\\"'\\u000aKernel panic"), "{chunk}");
+    let chunk: serde_json::Value = serde_json::from_str(&chunk).unwrap();
+    assert!(
+        chunk["text"]
+            .as_str()
+            .unwrap()
+            .contains("desrever\n\"'\nKernel panic - not syncing (<b>bold</b>\n"),
+        "{chunk}"
+    );
     // Pages load nothing but the view's own script and style, and are
     // never sniffed or framed.
     let page = r.get("/");

@@ -430,13 +430,16 @@ impl View {
                 (s, b, true)
             }
         };
-        Reply::json(format!(
-            "{{\"system\": {}, \"file\": {}, \"size\": {size}, \"from\": {start}, \"next\": {}, \"reset\": {reset}, \"text\": {}}}\n",
-            crate::rpc::json_str(system),
-            crate::rpc::json_str(file),
-            start + shown.len() as u64,
-            crate::rpc::json_str(&text::plain(&shown))
-        ))
+        let doc = serde_json::json!({
+            "system": system,
+            "file": file,
+            "size": size,
+            "from": start,
+            "next": start + shown.len() as u64,
+            "reset": reset,
+            "text": text::plain(&shown),
+        });
+        Reply::json(format!("{doc}\n"))
     }
 
     fn metrics(&self, now: i64) -> String {
