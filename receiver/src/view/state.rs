@@ -295,8 +295,9 @@ pub struct Verdict {
 /// The state of a system with `files`, at `now`, where an upload within
 /// `window` seconds means it is installing.
 ///
-/// Failed wins over finished: a %post that failed still booted, and an
-/// Anaconda that reported IPMI 8 may still raise (see `rules::judge_ipmi`).
+/// A crash dump wins over everything (an Anaconda that reported IPMI 8 may
+/// still raise, see `rules::judge_ipmi`); a said end wins over the failure
+/// lines an install survives (see below).
 pub fn derive(files: &[FileFacts<'_>], now: i64, window: i64) -> Verdict {
     let reason = |f: &FileFacts<'_>, found: &Option<Found>| Reason {
         file: f.name.to_string(),
@@ -322,13 +323,14 @@ pub fn derive(files: &[FileFacts<'_>], now: i64, window: i64) -> Verdict {
         reasons,
         progress,
     };
-    let mut failed = Vec::new();
+    let mut crashed = Vec::new();
     for f in files.iter().filter(|f| source(f) == Source::CrashDump) {
-        failed.push(Reason {
+        crashed.push(Reason {
             why: "an Anaconda crash dump arrived",
             ..reason(f, &f.scanner.failure)
         });
     }
+    let mut failed = Vec::new();
     for f in files.iter().filter(|f| source(f) != Source::CrashDump) {
         if f.scanner.failure.is_some() {
             failed.push(reason(f, &f.scanner.failure));
@@ -365,11 +367,25 @@ pub fn derive(files: &[FileFacts<'_>], now: i64, window: i64) -> Verdict {
             }
         }
     }
+    // A crash dump is Anaconda raising: failed, whatever else was said.
+    if !crashed.is_empty() {
+        crashed.append(&mut failed);
+        return verdict(State::Failed, crashed);
+    }
+    // The installer said it reached its end (IPMI 8, its dispatcher's last
+    // step, every %post script run, its threads done) or the installed
+    // system booted: a failure line before that was one the install
+    // survived (a %post that exited non-zero without --erroronfail, an RPM
+    // scriptlet, another process's crash or OOM kill), so it is finished,
+    // and those lines are among its reasons. What the install does not
+    // survive ends it before any of these: a crash dump (above), IPMI 0xA,
+    // an abort, an --erroronfail script.
+    if !finished.is_empty() {
+        finished.append(&mut failed);
+        return verdict(State::Finished, finished);
+    }
     if !failed.is_empty() {
         return verdict(State::Failed, failed);
-    }
-    if !finished.is_empty() {
-        return verdict(State::Finished, finished);
     }
     let last = files.iter().map(|f| f.mtime).max().unwrap_or(i64::MIN);
     if now.saturating_sub(last) <= window {
@@ -609,7 +625,9 @@ mod tests {
             (State::Finished, "dmesg.log")
         );
 
-        // A failure in an installer log wins over the first boot.
+        // The first boot wins over a failure the install survived (a %post
+        // without --erroronfail that exited 1): finished, and the failure
+        // is among the reasons.
         let files = [
             (
                 "program.log",
@@ -626,8 +644,27 @@ mod tests {
             reasons: why,
             ..
         } = derive(&facts(&files), now, 600);
-        assert_eq!(state, State::Failed);
-        assert_eq!(why[0].why, "a kickstart %pre/%post script failed");
+        assert_eq!(state, State::Finished);
+        assert_eq!(why[0].why, "the first boot's logs arrived");
+        assert_eq!(why[1].why, "a kickstart %pre/%post script failed");
+
+        // So does IPMI 8 after an RPM scriptlet's error; a crash dump still
+        // wins over IPMI 8.
+        let survived = scan(&[
+            b"Error in POSTIN scriptlet in rpm package foo\n",
+            b"Reporting the IPMI event: 8\n",
+        ]);
+        let files = [("anaconda.log", now, survived.clone())];
+        assert_eq!(derive(&facts(&files), now, 600).state, State::Finished);
+        let files = [
+            ("anaconda.log", now, survived),
+            (
+                "anaconda-tb-3xk1p",
+                now,
+                scan_as(Source::CrashDump, &[b"x\n"]),
+            ),
+        ];
+        assert_eq!(derive(&facts(&files), now, 600).state, State::Failed);
 
         // RHEL 7: the install thread, then the configuration thread.
         let done =
