@@ -168,6 +168,13 @@ enum Rule {
     DumpedCore,
     /// Anaconda's `Error code N running the kickstart script at line N`.
     KickstartScript,
+    /// The kernel's `Oops: `: a failure when the oops header follows (its
+    /// error code, or `[#N]`), not in another program's sentence.
+    Oops,
+    /// `general protection fault`: the kernel's oops, not a program that
+    /// the kernel reports crashed (`traps: NAME[PID] general protection
+    /// fault ip:...`), which the install survives.
+    ProtectionFault,
     /// The task queue (Anaconda 29 to 44): `Task started: NAME (N/M)`.
     Task,
     /// The dispatcher (Anaconda 11 to 18, RHEL 5 and 6):
@@ -217,11 +224,8 @@ const RULES: [(&str, Rule); 31] = [
         "BUG: unable to handle",
         Rule::Failure("the kernel oopsed (bad memory access)"),
     ),
-    ("Oops: ", Rule::Failure("the kernel oopsed")),
-    (
-        "general protection fault",
-        Rule::Failure("the kernel oopsed (general protection fault)"),
-    ),
+    ("Oops: ", Rule::Oops),
+    ("general protection fault", Rule::ProtectionFault),
     // lorax monitor.py (Anaconda's packaging log lines).
     (
         "insufficient disk space:",
@@ -368,6 +372,13 @@ pub fn classify(line: &str, source: Source) -> Option<Signal> {
                 .contains(" requires ")
                 .then_some(Signal::Failure("a package dependency is missing")),
             Rule::DumpedCore => dumped_core(&line[..m.start()], rest),
+            Rule::Oops => (rest.starts_with(|c: char| c.is_ascii_hexdigit())
+                || rest.contains("[#")
+                || rest.starts_with("general protection fault"))
+            .then_some(Signal::Failure("the kernel oopsed")),
+            Rule::ProtectionFault => (!line.contains("traps:")).then_some(Signal::Failure(
+                "the kernel oopsed (general protection fault)",
+            )),
             Rule::KickstartScript => line
                 .contains("Error code ")
                 .then_some(Signal::Failure("a kickstart %pre/%post script failed")),

@@ -494,3 +494,28 @@ fn installs_whose_logs_hold_no_end() {
         assert_eq!(says(line, source), None, "{line}");
     }
 }
+
+/// The kernel's oops is a failure; a program that the kernel reports
+/// crashed, or another program saying "Oops", is not (the kernel's formats:
+/// arch/x86/kernel/traps.c `do_trap`/`exc_general_protection` for a user
+/// process, "traps: NAME[PID] general protection fault ip:..."; die() for
+/// the kernel itself, "general protection fault: 0000 [#1] SMP" and
+/// "Oops: 0000 [#1] SMP").
+#[test]
+fn a_kernel_oops_is_a_failure_a_crashed_program_is_not() {
+    for line in [
+        "Dec  6 04:01:02 host kernel: general protection fault: 0000 [#1] SMP PTI",
+        "Dec  6 04:01:02 host kernel: general protection fault, probably for non-canonical address 0xdead000000000100: 0000 [#1] SMP NOPTI",
+        "Dec  6 04:01:02 host kernel: Oops: 0002 [#1] SMP",
+        "Dec  6 04:01:02 host kernel: Oops: general protection fault, probably for non-canonical address 0x1: 0000 [#1] PREEMPT SMP",
+    ] {
+        assert!(is_failure(line, SYSLOG), "{line}");
+    }
+    for line in [
+        "Dec  6 04:01:02 host kernel: traps: gnome-shell[1821] general protection fault ip:7f2c3 sp:7ffd error:0 in libc.so.6[7f2c0+155000]",
+        "Dec  6 04:01:02 host kernel: traps: Xorg[934] general protection fault ip:55d1 sp:7ffc error:0",
+        "Dec  6 04:01:02 host gnome-shell[1821]: Oops: the extension could not be loaded",
+    ] {
+        assert_eq!(says(line, SYSLOG), None, "{line}");
+    }
+}
