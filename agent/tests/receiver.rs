@@ -138,12 +138,15 @@ fn a_file_held_back_by_faults_does_not_delay_the_others() {
 fn a_full_disk_never_reports_a_chunk_stored_and_nothing_is_lost() {
     // The log directory is a 512 KiB tmpfs in the receiver's own mount
     // namespace, nearly filled; the test reaches it through /proc/PID/root.
+    // The receiver keeps no floor of free space here (--min-free-space 0):
+    // this is the disk filling between its check and its write, or a
+    // receiver told to use it all.
     let dir = Scratch::new("enospc");
     let logdir = dir.path("server");
     std::fs::create_dir_all(&logdir).unwrap();
     let port_file = dir.path("port");
     let script = format!(
-        "mount -t tmpfs -o size=512k tmpfs {d} && head -c 400000 /dev/zero > {d}/filler && exec {bin} --listen 127.0.0.1:0 --dir {d} --port-file {pf}",
+        "mount -t tmpfs -o size=512k tmpfs {d} && head -c 400000 /dev/zero > {d}/filler && exec {bin} --listen 127.0.0.1:0 --dir {d} --port-file {pf} --min-free-space 0",
         d = logdir.display(),
         bin = receiver_bin().display(),
         pf = port_file.display()
