@@ -42,6 +42,8 @@ pub const MARKERS: &str = ".anamon%state";
 const EVERY: Duration = Duration::from_secs(1);
 /// A command running longer is killed (and logged).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an empty crash dump may wait for its first bytes.
+const DUMP_SETTLE_S: i64 = 5;
 
 /// What `--on-state-change` runs, and where its links point.
 #[derive(Debug, Clone)]
@@ -73,7 +75,9 @@ fn run(hook: &Hook, service: &Service, window: i64, stop: &Stop) {
         index.refresh_if_due(dir);
         let now = now();
         for v in index.systems(now, window) {
-            if !matches!(v.state, State::Failed | State::Stalled | State::Finished) {
+            if !matches!(v.state, State::Failed | State::Stalled | State::Finished)
+                || unsettled(&v, now)
+            {
                 continue;
             }
             let Some(key) = change_key(dir, &v) else {
@@ -222,4 +226,62 @@ fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A verdict the next pass may still change, so not yet worth a call:
+/// bytes not read yet, or a crash dump that its upload has made but not
+/// yet written (the system is failed from the file's name alone; the
+/// command should get the dump's first line as the reason). A dump that
+/// stays empty is reported after [`DUMP_SETTLE_S`].
+fn unsettled(v: &SystemView, now: i64) -> bool {
+    v.unscanned > 0
+        || v.files.iter().any(|f| {
+            f.name.starts_with(super::rules::CRASH_DUMP_PREFIX)
+                && f.size == 0
+                && now.saturating_sub(f.mtime) < DUMP_SETTLE_S
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::index::FileView;
+
+    fn system(files: &[(&str, u64, i64)], unscanned: u64) -> SystemView {
+        SystemView {
+            name: "s1".into(),
+            state: State::Failed,
+            reasons: Vec::new(),
+            progress: None,
+            started: 0,
+            files: files
+                .iter()
+                .map(|&(name, size, mtime)| FileView {
+                    name: name.into(),
+                    size,
+                    mtime,
+                })
+                .collect(),
+            bytes: files.iter().map(|f| f.1).sum(),
+            last_upload: files.iter().map(|f| f.2).max().unwrap_or(0),
+            unscanned,
+            omitted_files: 0,
+        }
+    }
+
+    /// The upload that makes a crash dump writes it just after; a pass in
+    /// between saw "failed" with no line (ci/test, receiver/tests/hooks.rs
+    /// once): the command waits for the dump's bytes.
+    #[test]
+    fn a_verdict_waits_for_a_new_dump_and_for_unread_bytes() {
+        let now = 1_000;
+        assert!(unsettled(&system(&[("anaconda-tb-x1", 0, now)], 0), now));
+        assert!(!unsettled(&system(&[("anaconda-tb-x1", 90, now)], 0), now));
+        assert!(!unsettled(
+            &system(&[("anaconda-tb-x1", 0, now - DUMP_SETTLE_S)], 0),
+            now
+        ));
+        assert!(unsettled(&system(&[("anaconda.log", 90, now)], 40), now));
+        assert!(!unsettled(&system(&[("anaconda.log", 0, now)], 0), now));
+    }
 }
