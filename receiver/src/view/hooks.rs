@@ -1,5 +1,6 @@
 //! `--on-state-change COMMAND`: told, not watched. A thread of its own
-//! keeps an index of the log directory (as the pages do), and when a system
+//! reads the view's index of the log directory (the one the pages read),
+//! and when a system
 //! turns **failed**, **stalled** or **finished** runs COMMAND through
 //! `/bin/sh -c` with what happened in its environment:
 //!
@@ -20,7 +21,7 @@
 //! other receiver sharing the directory, or this one after a restart, finds
 //! it there and does not.
 
-use super::index::{Index, SystemView};
+use super::index::{self, SharedIndex, SystemView};
 use super::text;
 use crate::rpc::Service;
 use crate::server::Stop;
@@ -57,24 +58,26 @@ pub struct Hook {
 pub fn start(
     hook: Hook,
     service: Arc<Service>,
+    index: SharedIndex,
     window: i64,
     stop: Stop,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("hooks".into())
-        .spawn(move || run(&hook, &service, window, &stop))
+        .spawn(move || run(&hook, &service, &index, window, &stop))
 }
 
 /// Looks for changes until the receiver stops (SIGTERM/SIGINT).
-fn run(hook: &Hook, service: &Service, window: i64, stop: &Stop) {
+fn run(hook: &Hook, service: &Service, index: &SharedIndex, window: i64, stop: &Stop) {
     let dir = service.store.fd();
-    let mut index = Index::default();
     // Changes already handled by this receiver (a marker exists).
     let mut seen: HashSet<String> = HashSet::new();
     while !*stop.borrow() {
-        index.refresh_if_due(dir);
         let now = now();
-        for v in index.systems(now, window) {
+        // Derived under the lock, acted on after it: a command may take a
+        // minute, and the pages must not wait for it.
+        let systems = index::with_refreshed(index, dir, |ix| ix.systems(now, window));
+        for v in systems {
             if !matches!(v.state, State::Failed | State::Stalled | State::Finished)
                 || unsettled(&v, now)
             {

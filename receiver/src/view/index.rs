@@ -91,6 +91,19 @@ struct Entry {
     scanner: Scanner,
 }
 
+/// The index shared by the view's pages and its `--on-state-change`
+/// thread.
+pub type SharedIndex = std::sync::Arc<std::sync::Mutex<Index>>;
+
+/// Runs `f` on the shared index, refreshed first if due. A panic while it
+/// was held leaves an index that is at worst stale, so the lock is taken
+/// back rather than poisoned for good.
+pub fn with_refreshed<T>(index: &SharedIndex, dir: &Fd, f: impl FnOnce(&Index) -> T) -> T {
+    let mut ix = index.lock().unwrap_or_else(|e| e.into_inner());
+    ix.refresh_if_due(dir);
+    f(&ix)
+}
+
 /// A system as the pages and the API show it.
 pub struct SystemView {
     pub name: String,

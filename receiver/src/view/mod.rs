@@ -38,12 +38,12 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use index::Index;
+use index::{Index, SharedIndex};
 use state::State;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -88,7 +88,9 @@ const STYLE: &str = include_str!("view.css");
 
 pub struct View {
     service: Arc<Service>,
-    index: Mutex<Index>,
+    /// The one index of the log directory: the pages and the
+    /// `--on-state-change` thread read it, so new bytes are scanned once.
+    index: SharedIndex,
     window: i64,
     follows: AtomicUsize,
     max_follows: usize,
@@ -118,7 +120,7 @@ pub async fn bind(
     );
     let view = Arc::new(View {
         service,
-        index: Mutex::new(Index::default()),
+        index: SharedIndex::default(),
         window: settings.window.as_secs() as i64,
         follows: AtomicUsize::new(0),
         max_follows: (settings.max_connections / 2).max(1),
@@ -131,8 +133,14 @@ pub async fn bind(
                 .clone()
                 .unwrap_or_else(|| format!("http://{local}")),
         };
-        hooks::start(hook, Arc::clone(&view.service), view.window, stop)
-            .map_err(crate::StartError::HookThread)?;
+        hooks::start(
+            hook,
+            Arc::clone(&view.service),
+            Arc::clone(&view.index),
+            view.window,
+            stop,
+        )
+        .map_err(crate::StartError::HookThread)?;
     }
     Ok(Listening {
         listener,
@@ -306,9 +314,7 @@ impl View {
 
     /// Runs `f` on the index, refreshed if due.
     fn with_index<T>(&self, f: impl FnOnce(&Index) -> T) -> T {
-        let mut ix = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        ix.refresh_if_due(self.dir());
-        f(&ix)
+        index::with_refreshed(&self.index, self.dir(), f)
     }
 
     fn reply(&self, route: Route<'_>, query: &str) -> Reply {
