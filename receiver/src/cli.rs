@@ -3,6 +3,7 @@
 
 use argh::FromArgs;
 use std::collections::HashSet;
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -185,21 +186,122 @@ struct StatusArgs {
 
 pub use crate::view::status::Options as StatusOptions;
 
-/// What argh's early exit means: `--help` printed, or a one-line error.
-fn early_exit(early: argh::EarlyExit) -> Result<Command, String> {
-    match early.status {
-        Ok(()) => Ok(Command::Print(early.output)),
-        Err(()) => Err(early
-            .output
-            .lines()
-            .next()
-            .unwrap_or("bad arguments")
-            .trim_end_matches(':')
-            .to_string()),
+/// Why the command line was refused: one line, naming the flag, with the
+/// cause kept where there is one (a file that cannot be read).
+#[derive(Debug)]
+pub enum UsageError {
+    /// argh's own first line: an unknown flag, a missing value.
+    Args(String),
+    /// An `ADDRESS:PORT` flag that resolves to nothing.
+    Address {
+        flag: &'static str,
+        value: String,
+    },
+    /// A system name Cobbler would refuse; `source` names the flag or file.
+    Name {
+        source: String,
+        name: String,
+    },
+    /// `--allow-file` or `--token-file` that cannot be read.
+    Read {
+        flag: &'static str,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    ShortToken {
+        path: PathBuf,
+    },
+    Size {
+        flag: &'static str,
+        text: String,
+    },
+    /// A size that does not fit this machine's memory bounds.
+    TooLarge {
+        flag: &'static str,
+    },
+    /// Flags that must be at least 1.
+    Zero(&'static str),
+    NeedsView,
+    Dir(std::io::Error),
+    CobblerApi(crate::known::BadEndpoint),
+    TrustedProxy(String),
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsageError::Args(line) => f.write_str(line),
+            UsageError::Address { flag, value } => {
+                write!(f, "{flag} {value:?}: expected ADDRESS:PORT")
+            }
+            UsageError::Name { source, name } => write!(
+                f,
+                "{source}: {name:?} is not a name Cobbler accepts ({})",
+                anamon_names::SYSTEM_NAME_RULE
+            ),
+            UsageError::Read { flag, path, cause } => {
+                write!(f, "{flag} {}: {cause}", path.display())
+            }
+            UsageError::ShortToken { path } => write!(
+                f,
+                "--token-file {}: the token must be at least 8 characters",
+                path.display()
+            ),
+            UsageError::Size { flag, text } => write!(
+                f,
+                "{flag} {text:?}: expected a positive size such as 1048576, 64K, 256M or 1G"
+            ),
+            UsageError::TooLarge { flag } => write!(f, "{flag} is too large"),
+            UsageError::Zero(flags) => write!(f, "{flags} must be at least 1"),
+            UsageError::NeedsView => f.write_str("--on-state-change and --view-url need --view"),
+            UsageError::Dir(cause) => write!(f, "--dir: {cause}"),
+            UsageError::CobblerApi(e) => write!(f, "--cobbler-api {e}"),
+            UsageError::TrustedProxy(p) => {
+                write!(f, "--trusted-proxy {p:?}: expected an IP address")
+            }
+        }
     }
 }
 
-fn parse_status(args: &[&str]) -> Result<Command, String> {
+impl std::error::Error for UsageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UsageError::Read { cause, .. } | UsageError::Dir(cause) => Some(cause),
+            UsageError::CobblerApi(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// `ADDRESS:PORT` resolved to its first address.
+fn address(flag: &'static str, value: &str) -> Result<SocketAddr, UsageError> {
+    value
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| UsageError::Address {
+            flag,
+            value: value.to_string(),
+        })
+}
+
+/// What argh's early exit means: `--help` printed, or a one-line error.
+fn early_exit(early: argh::EarlyExit) -> Result<Command, UsageError> {
+    match early.status {
+        Ok(()) => Ok(Command::Print(early.output)),
+        Err(()) => Err(UsageError::Args(
+            early
+                .output
+                .lines()
+                .next()
+                .unwrap_or("bad arguments")
+                .trim_end_matches(':')
+                .to_string(),
+        )),
+    }
+}
+
+fn parse_status(args: &[&str]) -> Result<Command, UsageError> {
     let a = match StatusArgs::from_args(&["anamon-receiver status"], args) {
         Ok(a) => a,
         Err(early) => return early_exit(early),
@@ -212,7 +314,7 @@ fn parse_status(args: &[&str]) -> Result<Command, String> {
 }
 
 /// Parses `args` (without the program name). An error is one line.
-pub fn parse(args: &[String]) -> Result<Command, String> {
+pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     if strs.first() == Some(&"status") {
         return parse_status(&strs[1..]);
@@ -226,12 +328,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             concat!("anamon-receiver ", env!("CARGO_PKG_VERSION"), "\n").into(),
         ));
     }
-    let listen = a
-        .listen
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| format!("--listen {:?}: expected ADDRESS:PORT", a.listen))?;
+    let listen = address("--listen", &a.listen)?;
     let mut allow: Option<HashSet<String>> = None;
     for name in &a.allow {
         allow
@@ -239,8 +336,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             .insert(checked_name(name, "--allow")?);
     }
     if let Some(path) = &a.allow_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--allow-file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|cause| UsageError::Read {
+            flag: "--allow-file",
+            path: path.clone(),
+            cause,
+        })?;
         let set = allow.get_or_insert_with(HashSet::new);
         for line in text.lines().map(str::trim) {
             if !line.is_empty() && !line.starts_with('#') {
@@ -254,14 +354,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let token = match &a.token_file {
         None => None,
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|cause| UsageError::Read {
+                flag: "--token-file",
+                path: path.clone(),
+                cause,
+            })?;
             let token = text.lines().next().unwrap_or("").trim().to_string();
             if token.len() < 8 {
-                return Err(format!(
-                    "--token-file {}: the token must be at least 8 characters",
-                    path.display()
-                ));
+                return Err(UsageError::ShortToken { path: path.clone() });
             }
             Some(token)
         }
@@ -269,11 +369,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let view = match &a.view {
         None => None,
         Some(addr) => Some(crate::view::Settings {
-            listen: addr
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut addrs| addrs.next())
-                .ok_or_else(|| format!("--view {addr:?}: expected ADDRESS:PORT"))?,
+            listen: address("--view", addr)?,
             port_file: a.view_port_file.clone(),
             max_connections: a.view_max_connections.max(1),
             window: Duration::from_secs(a.view_window.max(1)),
@@ -285,10 +381,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }),
     };
     if a.max_files_per_system == 0 {
-        return Err("--max-files-per-system must be at least 1".into());
+        return Err(UsageError::Zero("--max-files-per-system"));
     }
     if a.view.is_none() && (a.on_state_change.is_some() || a.view_url.is_some()) {
-        return Err("--on-state-change and --view-url need --view".into());
+        return Err(UsageError::NeedsView);
     }
     if a.max_connections == 0
         || a.max_connections_per_address == 0
@@ -296,20 +392,18 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         || a.timeout == 0
         || a.session_idle == 0
     {
-        return Err(
-            "--max-connections, --max-connections-per-address, --rate, --timeout and --session-idle must be at least 1".into(),
-        );
+        return Err(UsageError::Zero(
+            "--max-connections, --max-connections-per-address, --rate, --timeout and --session-idle",
+        ));
     }
     Ok(Command::Run(Box::new(Config {
         listen,
-        dir: std::path::absolute(&a.dir).map_err(|e| format!("--dir: {e}"))?,
+        dir: std::path::absolute(&a.dir).map_err(UsageError::Dir)?,
         allow,
         token,
         cobbler_api: match &a.cobbler_api {
             None => None,
-            Some(url) => {
-                Some(crate::known::Endpoint::parse(url).map_err(|e| format!("--cobbler-api {e}"))?)
-            }
+            Some(url) => Some(crate::known::Endpoint::parse(url).map_err(UsageError::CobblerApi)?),
         },
         max_file_size: size("--max-file-size", &a.max_file_size)?,
         max_system_size: size("--max-system-size", &a.max_system_size)?,
@@ -321,9 +415,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         max_connections: a.max_connections,
         max_connections_per_address: a.max_connections_per_address,
         max_request_size: usize::try_from(size("--max-request-size", &a.max_request_size)?)
-            .map_err(|_| "--max-request-size is too large".to_string())?,
-        body_memory: usize::try_from(size("--body-memory", &a.body_memory)?)
-            .map_err(|_| "--body-memory is too large".to_string())?,
+            .map_err(|_| UsageError::TooLarge {
+                flag: "--max-request-size",
+            })?,
+        body_memory: usize::try_from(size("--body-memory", &a.body_memory)?).map_err(|_| {
+            UsageError::TooLarge {
+                flag: "--body-memory",
+            }
+        })?,
         timeout: Duration::from_secs(a.timeout),
         session_idle: Duration::from_secs(a.session_idle),
         call_log: a.call_log,
@@ -332,27 +431,24 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         trusted_proxies: a
             .trusted_proxy
             .iter()
-            .map(|p| {
-                p.parse()
-                    .map_err(|_| format!("--trusted-proxy {p:?}: expected an IP address"))
-            })
+            .map(|p| p.parse().map_err(|_| UsageError::TrustedProxy(p.clone())))
             .collect::<Result<_, _>>()?,
     })))
 }
 
-fn checked_name(name: &str, flag: &str) -> Result<String, String> {
+fn checked_name(name: &str, source: &str) -> Result<String, UsageError> {
     if anamon_names::is_system_name(name) {
         Ok(name.to_string())
     } else {
-        Err(format!(
-            "{flag}: {name:?} is not a name Cobbler accepts ({})",
-            anamon_names::SYSTEM_NAME_RULE
-        ))
+        Err(UsageError::Name {
+            source: source.to_string(),
+            name: name.to_string(),
+        })
     }
 }
 
 /// A size that may be "0" (no floor).
-fn size_or_zero(flag: &str, text: &str) -> Result<u64, String> {
+fn size_or_zero(flag: &'static str, text: &str) -> Result<u64, UsageError> {
     if text.trim() == "0" {
         Ok(0)
     } else {
@@ -361,7 +457,7 @@ fn size_or_zero(flag: &str, text: &str) -> Result<u64, String> {
 }
 
 /// "1048576", "64K", "256M", "1G", "2T" (powers of 1024).
-fn size(flag: &str, text: &str) -> Result<u64, String> {
+fn size(flag: &'static str, text: &str) -> Result<u64, UsageError> {
     let t = text.trim();
     let (digits, shift) = match t.char_indices().last() {
         Some((i, 'K' | 'k')) => (&t[..i], 10),
@@ -375,8 +471,9 @@ fn size(flag: &str, text: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(1 << shift))
         .filter(|n| *n > 0)
-        .ok_or_else(|| {
-            format!("{flag} {text:?}: expected a positive size such as 1048576, 64K, 256M or 1G")
+        .ok_or_else(|| UsageError::Size {
+            flag,
+            text: text.to_string(),
         })
 }
 
@@ -386,7 +483,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, String> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        match parse(&args)? {
+        match parse(&args).map_err(|e| e.to_string())? {
             Command::Run(c) => Ok(*c),
             Command::Print(p) => Err(format!("printed {p}")),
             Command::Status(o) => Err(format!(
@@ -456,9 +553,26 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_cannot_be_read_keeps_its_cause() {
+        let args = ["--token-file".to_string(), "/nonexistent/token".to_string()];
+        let Err(e) = parse(&args) else {
+            panic!("a missing token file was accepted")
+        };
+        let cause = std::error::Error::source(&e)
+            .and_then(|c| c.downcast_ref::<std::io::Error>())
+            .map(std::io::Error::kind);
+        assert_eq!(cause, Some(std::io::ErrorKind::NotFound));
+        assert!(
+            e.to_string()
+                .starts_with("--token-file /nonexistent/token: "),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn sizes_and_bad_input() {
-        assert_eq!(size("x", "64K"), Ok(65536));
-        assert_eq!(size("x", "3"), Ok(3));
+        assert_eq!(size("x", "64K").ok(), Some(65536));
+        assert_eq!(size("x", "3").ok(), Some(3));
         for bad in ["", "0", "-1", "1.5M", "M", "99999999999T"] {
             assert!(size("x", bad).is_err(), "{bad}");
         }

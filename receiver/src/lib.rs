@@ -25,7 +25,7 @@ mod sys;
 mod uploads;
 mod view;
 
-pub use cli::{parse, Command, Config};
+pub use cli::{parse, Command, Config, UsageError};
 
 use limits::RateLimiter;
 use rpc::{Policy, Service};
