@@ -77,7 +77,7 @@ EOF
     mkdir -p "$r/etc/rc.d/init.d"
     cat >"$r/sbin/chkconfig" <<'EOF'
 #!/bin/sh
-# Test stand-in for chkconfig --add NAME / chkconfig NAME off, reading the
+# Test stand-in for chkconfig --add NAME / chkconfig --del NAME, reading the
 # script's "# chkconfig: LEVELS START STOP" header as chkconfig does.
 echo "chkconfig $*" >>/var/log/shim-calls
 if [ "$1" = --add ]; then
@@ -88,8 +88,8 @@ if [ "$1" = --add ]; then
   for l in $levels; do
     mkdir -p "/etc/rc.d/rc$l.d" && ln -sf "../init.d/$1" "/etc/rc.d/rc$l.d/S$3$1"
   done
-elif [ "$2" = off ]; then
-  rm -f /etc/rc.d/rc?.d/S??"$1"
+elif [ "$1" = --del ]; then
+  rm -f /etc/rc.d/rc?.d/[SK]??"$2"
 else
   exit 1
 fi
@@ -168,9 +168,9 @@ first_boot() {
     check "systemd: systemctl disable was called" grep -qx "systemctl disable anamon.service" "$r/var/log/shim-calls"
   else
     check "sysv: no journal.log without systemd" test ! -e "$got/journal.log"
-    check "sysv: the init script disabled itself (no rc?.d/S??anamon)" \
-      sh -c '! ls "$1"/etc/rc.d/rc?.d/S??anamon >/dev/null 2>&1' _ "$r"
-    check "sysv: chkconfig anamon off was called" grep -qx "chkconfig anamon off" "$r/var/log/shim-calls"
+    check "sysv: the init script removed itself (no rc?.d/[SK]??anamon)" \
+      sh -c '! ls "$1"/etc/rc.d/rc?.d/[SK]??anamon >/dev/null 2>&1' _ "$r"
+    check "sysv: chkconfig --del anamon was called" grep -qx "chkconfig --del anamon" "$r/var/log/shim-calls"
   fi
   check "$flavor: first-boot marker removed" test ! -e "$r/var/lib/anamon/firstboot"
   # A second boot does nothing.

@@ -72,22 +72,24 @@ build_root() {
 
 DRACUT_DRIVERS="virtio_pci virtio_blk virtio_net ext4 loop squashfs overlay isofs dm_mod dm_snapshot"
 
-# build_dracut OUT ROOT KDIR: Debian's dracut, run inside the systemd root
-# with the kernel's modules, builds a generic (not host-only) initramfs with
-# its live-update modules (livenet, dmsquash-live). Only the drivers this
+# build_dracut OUT ROOT KDIR [MODULES]: Debian's dracut, run inside the
+# root with the kernel's modules, builds a generic (not host-only) initramfs
+# with MODULES added (default: its live-update modules, livenet and
+# dmsquash-live, for the systemd root). Only the drivers this
 # guest has (and what dmsquash-live mounts) go in: a third of the size, and
 # a much faster boot under TCG.
 build_dracut() {
-  local out=$1 r=$2 kdir=$3 recipe
+  local out=$1 r=$2 kdir=$3 add=${4:-network-legacy livenet dmsquash-live} recipe
   recipe="$(cat "$r.recipe") $KVER $DRACUT_DRIVERS"
+  [ "$add" = "network-legacy livenet dmsquash-live" ] || recipe+=" add: $add"
   [ "$(cat "$out.recipe" 2>/dev/null)" = "$recipe" ] && [ -s "$out" ] && return 0
-  echo "initsys: building the dracut initramfs (dracut in the systemd root)"
+  echo "initsys: building the dracut initramfs (dracut in ${r##*/}, adding $add)"
   mkdir -p "$r/lib/modules/$KVER"
   mount --bind "$kdir/lib/modules/$KVER" "$r/lib/modules/$KVER"
   mount -t proc proc "$r/proc"
   local rc=0
   chroot "$r" depmod "$KVER" && chroot "$r" dracut --quiet --force --no-hostonly --no-hostonly-cmdline --gzip \
-    --add "network-legacy livenet dmsquash-live" --drivers "$DRACUT_DRIVERS" \
+    --add "$add" --drivers "$DRACUT_DRIVERS" \
     --kver "$KVER" /tmp/initrd-dracut.img >"$out.log" 2>&1 || rc=$?
   umount "$r/proc" "$r/lib/modules/$KVER"
   rmdir "$r/lib/modules/$KVER" "$r/lib/modules" 2>/dev/null || true
