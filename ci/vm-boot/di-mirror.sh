@@ -84,7 +84,7 @@ di_mirror() {
   for ((i = 0; i < ${#l[@]}; i += 100)); do
     (cd "$pool" && di_apt apt-get -q download "${l[@]:i:100}" >/dev/null 2>&1) || :
   done
-  ls "$pool" | sed -n 's/^\([^_]*\)_.*\.udeb$/\1/p' | sort >"$out/udebs.got"
+  find "$pool" -name '*.udeb' -printf '%f\n' | sed 's/_.*//' | sort >"$out/udebs.got"
   sed 's/=.*//' "$out/UDEBS" | sort | comm -23 - "$out/udebs.got" >"$out/MISSING-UDEBS"
   rm -f "$out/udebs.got"
   # debs: the closure apt computes against an empty system.
@@ -93,10 +93,13 @@ di_mirror() {
   base=$(/usr/lib/apt/apt-helper cat-file "$(ls "$DI_APT_DIR"/state/lists/*main_binary-amd64_Packages*)" |
     awk '/^Package:/ {p = $2} /^Priority: (required|important)$/ {print p}' | sort -u)
   # shellcheck disable=SC2086 # one package a word
-  di_apt apt-get -q -y -d --no-install-recommends install $base grub-pc \
-    >"$DI_APT_DIR/debs.log" 2>&1 &&
-    di_apt apt-get -q -y -d install linux-image-amd64 >>"$DI_APT_DIR/debs.log" 2>&1 ||
-    { tail -20 "$DI_APT_DIR/debs.log" >&2; echo "di-mirror: base system download failed" >&2; return 1; }
+  if ! di_apt apt-get -q -y -d --no-install-recommends install $base grub-pc \
+         >"$DI_APT_DIR/debs.log" 2>&1 ||
+     ! di_apt apt-get -q -y -d install linux-image-amd64 >>"$DI_APT_DIR/debs.log" 2>&1; then
+    tail -20 "$DI_APT_DIR/debs.log" >&2
+    echo "di-mirror: base system download failed" >&2
+    return 1
+  fi
   cp -l "$DI_APT_DIR"/cache/archives/*.deb "$out/pool/deb"/ 2>/dev/null ||
     cp "$DI_APT_DIR"/cache/archives/*.deb "$out/pool/deb"/
   _di_index "$out" "$suite"
