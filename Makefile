@@ -164,7 +164,7 @@ images: agents
 install: all
 	$(INSTALL) -d $(DESTDIR)$(ANAMON_SNIPPETS) $(DESTDIR)$(COBBLER_MISC) $(DESTDIR)$(SBINDIR) \
 	  $(DESTDIR)$(ANAMON_STATE)/kept $(DESTDIR)$(ANAMON_STATE)/installed
-	$(INSTALL) -m 644 snippets/pre_anamon snippets/post_anamon snippets/preseed_early_anamon $(DESTDIR)$(ANAMON_SNIPPETS)/
+	$(INSTALL) -m 644 snippets/pre_anamon snippets/post_anamon snippets/preseed_early_anamon snippets/preseed_late_anamon $(DESTDIR)$(ANAMON_SNIPPETS)/
 	sed -e 's#@COBBLER_SNIPPETS@#$(COBBLER_SNIPPETS)#' -e 's#@ANAMON_SNIPPETS@#$(ANAMON_SNIPPETS)#' \
 	  -e 's#@STATE_DIR@#$(ANAMON_STATE)#' snippets/anamon-cobbler >$(DESTDIR)$(SBINDIR)/anamon-cobbler
 	chmod 755 $(DESTDIR)$(SBINDIR)/anamon-cobbler

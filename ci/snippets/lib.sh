@@ -18,6 +18,8 @@ alive() {
 }
 
 dead() { ! alive "$1"; }
+# gone PID: there was a process (PID is not empty) and it is dead.
+gone() { [ -n "${1:-}" ] && dead "$1"; }
 
 # runs BINARY: it executes here and prints a version.
 runs() { "$@" --version >/dev/null 2>&1; }

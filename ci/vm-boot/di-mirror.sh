@@ -1,0 +1,138 @@
+# shellcheck shell=bash
+# ci/vm-boot/di-mirror.sh: a local Debian mirror for the real
+# debian-installer, built at test time from Debian's own packages and cached
+# under target/vm-boot/debian-installer (a rerun downloads nothing).
+# Sourced by ci/vm-boot/debian-installer; runs outside its network namespace.
+#
+#   di_mirror OUT SUITE KABI
+#     OUT/dists/SUITE/Release, OUT/dists/SUITE/main/binary-amd64/Packages*
+#     and OUT/dists/SUITE/main/debian-installer/binary-amd64/Packages*,
+#     OUT/pool/deb/*.deb and OUT/pool/udeb/*.udeb. The udebs: every udeb of SUITE's
+#     main/debian-installer that the mirror apt uses serves, kernel module
+#     udebs only for KABI (the netboot kernel's `uname -r`: anna loads only
+#     those); what it does not serve is listed in OUT/MISSING-UDEBS. The
+#     debs: what debootstrap installs by default (Priority required and
+#     important), the kernel (linux-image-amd64 with its recommends) and
+#     grub-pc, with their dependencies, as apt resolves them against an
+#     empty system. Unsigned: the preseed sets
+#     debian-installer/allow_unauthenticated.
+#
+# apt runs with a private configuration (DI_APT), so the machine's apt
+# sources and state stay as they are; it needs apt-utils (apt-ftparchive).
+
+DI_APT_DIR=${DI_APT_DIR:-${VM_CACHE:-$PWD/target/vm-boot}/debian-installer/apt}
+
+# di_apt COMMAND ARG...: apt-get or apt-cache with the private configuration.
+di_apt() {
+  local cmd=$1; shift
+  "$cmd" -o Dir::Etc::SourceList="$DI_APT_DIR/etc/sources.list" \
+    -o Dir::Etc::SourceParts="$DI_APT_DIR/etc/sources.list.d" \
+    -o Dir::Etc::PreferencesParts="$DI_APT_DIR/etc/preferences.d" \
+    -o Dir::State="$DI_APT_DIR/state" -o Dir::State::status="$DI_APT_DIR/status" \
+    -o Dir::Cache="$DI_APT_DIR/cache" -o Debug::NoLocking=1 \
+    -o APT::Architecture=amd64 -o APT::Architectures=amd64 "$@"
+}
+
+# di_apt_setup SUITE: the private sources (SUITE's main and
+# main/debian-installer, from the mirror the machine's apt uses) and their
+# lists, fetched once.
+di_apt_setup() {
+  local suite=$1 uri
+  uri=$(awk '/^URIs:/ {print $2; exit} /^deb / {print $2; exit}' \
+    /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list 2>/dev/null)
+  uri=${uri:-http://deb.debian.org/debian}
+  mkdir -p "$DI_APT_DIR"/etc/sources.list.d "$DI_APT_DIR"/etc/preferences.d \
+    "$DI_APT_DIR"/state/lists/partial "$DI_APT_DIR"/cache/archives/partial
+  [ -f "$DI_APT_DIR/status" ] || : >"$DI_APT_DIR/status"
+  local line="deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $suite main main/debian-installer"
+  if [ "$(cat "$DI_APT_DIR/etc/sources.list" 2>/dev/null)" != "$line" ]; then
+    echo "$line" >"$DI_APT_DIR/etc/sources.list"
+    rm -f "$DI_APT_DIR"/state/lists/*Packages*
+  fi
+  if ! ls "$DI_APT_DIR"/state/lists/*debian-installer*Packages* >/dev/null 2>&1; then
+    di_apt apt-get -q update >"$DI_APT_DIR/update.log" 2>&1 ||
+      { cat "$DI_APT_DIR/update.log" >&2; echo "di-mirror: apt-get update failed" >&2; return 1; }
+  fi
+}
+
+# Prints "package=version" of each udeb to fetch: all of the list's, with
+# the kernel module udebs of KABI only.
+_di_udeb_list() {
+  local kabi=$1 list
+  list=$(ls "$DI_APT_DIR"/state/lists/*main_debian-installer_binary-amd64_Packages*)
+  /usr/lib/apt/apt-helper cat-file "$list" | awk -v kabi="$kabi" '
+    /^Package:/ {p = $2} /^Version:/ {v = $2} /^Kernel-Version:/ {k = $2}
+    /^$/ {if (p != "" && (k == "" || k == kabi)) print p "=" v; p = v = k = ""}
+    END {if (p != "" && (k == "" || k == kabi)) print p "=" v}'
+}
+
+di_mirror() {
+  local out=$1 suite=$2 kabi=$3 pool=$1/pool/udeb
+  [ -f "$out/dists/$suite/Release" ] && return 0
+  command -v apt-ftparchive >/dev/null ||
+    { echo "di-mirror: apt-ftparchive missing (apt-utils, ci/vm-boot/APT-PACKAGES)" >&2; return 1; }
+  di_apt_setup "$suite" || return 1
+  mkdir -p "$pool" "$out/pool/deb"
+  # udebs, one download each: the mirror may lack some (a 404 fails only
+  # that one).
+  echo "di-mirror: fetching $suite's udebs for $kabi" >&2
+  _di_udeb_list "$kabi" >"$out/UDEBS"
+  # apt-get download goes on past a 404 and fails at the end: its status
+  # says nothing here, the files do.
+  local l i
+  mapfile -t l <"$out/UDEBS"
+  for ((i = 0; i < ${#l[@]}; i += 100)); do
+    (cd "$pool" && di_apt apt-get -q download "${l[@]:i:100}" >/dev/null 2>&1) || :
+  done
+  find "$pool" -name '*.udeb' -printf '%f\n' | sed 's/_.*//' | sort >"$out/udebs.got"
+  sed 's/=.*//' "$out/UDEBS" | sort | comm -23 - "$out/udebs.got" >"$out/MISSING-UDEBS"
+  rm -f "$out/udebs.got"
+  # debs: the closure apt computes against an empty system.
+  echo "di-mirror: fetching $suite's base system" >&2
+  local base
+  base=$(/usr/lib/apt/apt-helper cat-file "$(ls "$DI_APT_DIR"/state/lists/*main_binary-amd64_Packages*)" |
+    awk '/^Package:/ {p = $2} /^Priority: (required|important)$/ {print p}' | sort -u)
+  # shellcheck disable=SC2086 # one package a word
+  if ! di_apt apt-get -q -y -d --no-install-recommends install $base grub-pc \
+         >"$DI_APT_DIR/debs.log" 2>&1 ||
+     ! di_apt apt-get -q -y -d install linux-image-amd64 >>"$DI_APT_DIR/debs.log" 2>&1; then
+    tail -20 "$DI_APT_DIR/debs.log" >&2
+    echo "di-mirror: base system download failed" >&2
+    return 1
+  fi
+  cp -l "$DI_APT_DIR"/cache/archives/*.deb "$out/pool/deb"/ 2>/dev/null ||
+    cp "$DI_APT_DIR"/cache/archives/*.deb "$out/pool/deb"/
+  _di_index "$out" "$suite"
+}
+
+# The indices d-i reads: Packages (plain, .gz, .xz) of both components and a
+# Release that lists them with their hashes (net-retriever and debootstrap
+# check those even when the Release itself is not signed).
+_di_index() {
+  local out=$1 suite=$2 d
+  (
+    cd "$out" || exit 1
+    for d in main/binary-amd64 main/debian-installer/binary-amd64; do
+      mkdir -p "dists/$suite/$d"
+    done
+    # One directory each: apt-ftparchive indexes .deb and .udeb alike.
+    apt-ftparchive packages pool/deb >"dists/$suite/main/binary-amd64/Packages"
+    apt-ftparchive packages pool/udeb >"dists/$suite/main/debian-installer/binary-amd64/Packages"
+    for d in main/binary-amd64 main/debian-installer/binary-amd64; do
+      gzip -9nk "dists/$suite/$d/Packages"
+      xz -k "dists/$suite/$d/Packages"
+      # choose-mirror asks for main/binary-ARCH/Release to see that the
+      # mirror carries the architecture.
+      printf 'Archive: %s\nOrigin: Debian\nLabel: Debian\nComponent: main\nArchitecture: amd64\n' \
+        "$suite" >"dists/$suite/$d/Release"
+    done
+    apt-ftparchive -o APT::FTPArchive::Release::Origin=Debian \
+      -o APT::FTPArchive::Release::Label=Debian \
+      -o APT::FTPArchive::Release::Suite="$suite" \
+      -o APT::FTPArchive::Release::Codename="$suite" \
+      -o APT::FTPArchive::Release::Architectures=amd64 \
+      -o APT::FTPArchive::Release::Components=main \
+      release "dists/$suite" >Release.new
+    mv Release.new "dists/$suite/Release"
+  )
+}
