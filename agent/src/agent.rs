@@ -7,7 +7,7 @@ use crate::client::Client;
 use crate::events::{self, EventSource};
 use crate::journal::{self, Journal};
 use crate::pacing::{Pacer, Pacing};
-use crate::shipper::{Pass, Round, Shipper};
+use crate::shipper::{Pass, Round, Shipper, Stop};
 use crate::sys;
 use crate::transport::{HttpTransport, Transport};
 use crate::watched::WatchedFile;
@@ -216,7 +216,7 @@ impl<T: Transport> Agent<T> {
             // A file listened to again may have been written after this
             // pass read it, with no event to say so: look once more.
             let relistened = self.events.mute(self.shipper.waiting());
-            if round != Round::Daemon || !relistened || matches!(pass, Pass::Failed { .. }) {
+            if !round.is_paced() || !relistened || matches!(pass, Pass::Failed { .. }) {
                 return pass;
             }
         }
@@ -226,7 +226,7 @@ impl<T: Transport> Agent<T> {
     /// not yet due; then when the daemon must look again.
     fn daemon_pass(&mut self) -> Option<Instant> {
         if self.retry_at.is_none_or(|t| Instant::now() >= t) {
-            (self.retry_at, self.due_at) = match self.pass(Round::Daemon) {
+            (self.retry_at, self.due_at) = match self.pass(Round::DAEMON) {
                 Pass::Failed { retry_at } => (Some(retry_at), Some(retry_at)),
                 Pass::Waiting { until } => (None, Some(until)),
                 Pass::Done | Pass::HeldBack | Pass::Interrupted => (None, None),
@@ -295,7 +295,10 @@ impl<T: Transport> Agent<T> {
             if sys::shutdown_requested() {
                 return self.flush_and_exit(1);
             }
-            let pass = self.pass(Round::Once { deadline });
+            let pass = self.pass(Round::Once {
+                deadline,
+                stop: Stop::ON_SIGNAL,
+            });
             match pass {
                 Pass::Done => {
                     let unshippable = self.shipper.unshippable();
