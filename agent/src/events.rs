@@ -379,17 +379,7 @@ impl Inotify {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn append(p: &Path, b: &[u8]) {
-        use std::io::Write;
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(p)
-            .unwrap()
-            .write_all(b)
-            .unwrap();
-    }
+    use anamon_testkit::append;
 
     /// The watches of the events queued now, in order (not counting the
     /// end of a watch the test ended).

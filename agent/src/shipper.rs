@@ -148,9 +148,21 @@ enum Payload {
 }
 
 pub(crate) struct Shipper<T> {
+    files: Vec<WatchedFile>,
+    link: Link<T>,
+    /// Files that ended the last pass waiting with bytes to send.
+    waiting: Vec<usize>,
+    /// The files a round visits, and those it caught up: kept across
+    /// passes, so a pass allocates nothing.
+    revisit: Vec<usize>,
+    caught_up: Vec<usize>,
+}
+
+/// The way to the server, shared by every file: the client, the pace, the
+/// backoff after failures. Each file's turn borrows that one file.
+struct Link<T> {
     client: Client<T>,
     system: String,
-    files: Vec<WatchedFile>,
     timeout: Duration,
     pacer: Pacer,
     backoff: Backoff,
@@ -159,12 +171,6 @@ pub(crate) struct Shipper<T> {
     outage: Option<&'static str>,
     /// The bytes of the chunk in hand, kept across uploads.
     buf: Vec<u8>,
-    /// Files that ended the last pass waiting with bytes to send.
-    waiting: Vec<usize>,
-    /// The files a round visits, and those it caught up: kept across
-    /// passes, so a pass allocates nothing.
-    revisit: Vec<usize>,
-    caught_up: Vec<usize>,
 }
 
 impl<T: Transport> Shipper<T> {
@@ -176,14 +182,16 @@ impl<T: Transport> Shipper<T> {
         pacer: Pacer,
     ) -> Shipper<T> {
         Shipper {
-            client,
-            system,
             files,
-            timeout,
-            pacer,
-            backoff: Backoff::new(),
-            outage: None,
-            buf: Vec::with_capacity(CHUNK),
+            link: Link {
+                client,
+                system,
+                timeout,
+                pacer,
+                backoff: Backoff::new(),
+                outage: None,
+                buf: Vec::with_capacity(CHUNK),
+            },
             waiting: Vec::new(),
             revisit: Vec::new(),
             caught_up: Vec::new(),
@@ -230,7 +238,7 @@ impl<T: Transport> Shipper<T> {
             self.caught_up.clear();
             for k in 0..self.revisit.len() {
                 let i = self.revisit[k];
-                match self.step(i, round) {
+                match self.link.step(&mut self.files[i], round) {
                     Step::Progress => progress = true,
                     Step::CaughtUp => self.caught_up.push(i),
                     Step::Idle => {}
@@ -266,58 +274,35 @@ impl<T: Transport> Shipper<T> {
             };
         }
     }
+}
 
+impl<T: Transport> Link<T> {
     /// One file's turn: what is due, then the next chunk, then delivery.
-    fn step(&mut self, i: usize, round: Round) -> Step {
+    fn step(&mut self, f: &mut WatchedFile, round: Round) -> Step {
         let now = Instant::now();
-        if let Some(step) = self.held_back(i, round, now) {
+        if let Some(step) = f.held_back(round, now) {
             return step;
         }
         let due = match round {
-            Round::Daemon { .. } => self.pacer.due(self.files[i].pace, now),
+            Round::Daemon { .. } => self.pacer.due(f.pace, now),
             _ => now,
         };
         if due > now {
-            let f = &self.files[i];
             if f.cursor.may_have_news(&f.path) {
                 return Step::Wait(due);
             }
-        } else if let Some(chunk) = self.next_chunk(i) {
-            return self.deliver(i, chunk, Payload::New, round);
+        } else if let Some(chunk) = self.next_chunk(f) {
+            return self.deliver(f, chunk, Payload::New, round);
         }
-        match self.repair(i, round, now) {
-            Step::Idle => self.quiet(i, round, now),
+        match self.repair(f, round, now) {
+            Step::Idle => f.quiet(round, now),
             step => step,
-        }
-    }
-
-    /// A file with nothing to do lets go of its descriptor once it has been
-    /// quiet for [`KEEP_OPEN`].
-    fn quiet(&mut self, i: usize, round: Round, now: Instant) -> Step {
-        let f = &mut self.files[i];
-        let keep =
-            matches!(f.pace, FilePace::CaughtUp(at) if round.is_paced() && now < at + KEEP_OPEN);
-        if !keep {
-            f.cursor.release();
-        }
-        Step::Idle
-    }
-
-    /// `Some` when a fault holds the file back now.
-    fn held_back(&mut self, i: usize, round: Round, now: Instant) -> Option<Step> {
-        let hold = self.files[i].hold.as_ref()?;
-        match round {
-            Round::Flush { .. } if hold.last_try_spent => Some(Step::HeldBack),
-            Round::Flush { .. } => None,
-            _ if now < hold.until => Some(Step::Wait(hold.until)),
-            _ => None,
         }
     }
 
     /// Reads the next chunk into `buf`; a file that cannot be read is
     /// reported (once) and skipped.
-    fn next_chunk(&mut self, i: usize) -> Option<Chunk> {
-        let f = &mut self.files[i];
+    fn next_chunk(&mut self, f: &mut WatchedFile) -> Option<Chunk> {
         match f.cursor.next_chunk(&f.path, CHUNK, &mut self.buf) {
             Ok(chunk) => {
                 if let Some(p) = f.problem.take() {
@@ -337,8 +322,7 @@ impl<T: Transport> Shipper<T> {
     /// After an abandoned offset-0 request: once the file has caught up and
     /// a re-send is due, sends the next chunk of the bytes after that
     /// request's chunk again, at their own offsets.
-    fn repair(&mut self, i: usize, round: Round, now: Instant) -> Step {
-        let f = &mut self.files[i];
+    fn repair(&mut self, f: &mut WatchedFile, round: Round, now: Instant) -> Step {
         let Some(r) = &f.repair else {
             return Step::Idle;
         };
@@ -353,7 +337,7 @@ impl<T: Transport> Shipper<T> {
         }
         let at = r.next;
         match f.cursor.shipped_bytes_at(&f.path, at, CHUNK, &mut self.buf) {
-            Ok(Some(chunk)) => self.deliver(i, chunk, Payload::Again, round),
+            Ok(Some(chunk)) => self.deliver(f, chunk, Payload::Again, round),
             // Nothing after the chunk, or no longer the same file (its next
             // upload starts over at offset 0): this re-send is complete.
             Ok(None) => {
@@ -369,12 +353,17 @@ impl<T: Transport> Shipper<T> {
     }
 
     /// Uploads the chunk in `buf` and records what came of it.
-    fn deliver(&mut self, i: usize, chunk: Chunk, payload: Payload, round: Round) -> Step {
+    fn deliver(
+        &mut self,
+        f: &mut WatchedFile,
+        chunk: Chunk,
+        payload: Payload,
+        round: Round,
+    ) -> Step {
         let now = Instant::now();
         let Some(timeout) = self.time_left(round, now) else {
             return Step::Stop(Pass::Interrupted);
         };
-        let f = &mut self.files[i];
         if payload == Payload::New && chunk.restart && f.cursor.shipped() > 0 {
             info!(
                 "{}: replaced, truncated or changed in place; sending it again from the start",
@@ -417,8 +406,7 @@ impl<T: Transport> Shipper<T> {
                     return Step::Stop(Pass::Interrupted);
                 }
                 self.pacer.trouble();
-                let alias = f.alias.clone();
-                self.failed(&e, &alias, round)
+                self.failed(&e, &f.alias, round)
             }
         }
     }
@@ -475,8 +463,30 @@ impl<T: Transport> Shipper<T> {
     }
 }
 
-/// What an upload's outcome does to the file it carried.
+/// What a file's turn and an upload's outcome do to the file.
 impl WatchedFile {
+    /// A file with nothing to do lets go of its descriptor once it has been
+    /// quiet for [`KEEP_OPEN`].
+    fn quiet(&mut self, round: Round, now: Instant) -> Step {
+        let keep =
+            matches!(self.pace, FilePace::CaughtUp(at) if round.is_paced() && now < at + KEEP_OPEN);
+        if !keep {
+            self.cursor.release();
+        }
+        Step::Idle
+    }
+
+    /// `Some` when a fault holds the file back now.
+    fn held_back(&self, round: Round, now: Instant) -> Option<Step> {
+        let hold = self.hold.as_ref()?;
+        match round {
+            Round::Flush { .. } if hold.last_try_spent => Some(Step::HeldBack),
+            Round::Flush { .. } => None,
+            _ if now < hold.until => Some(Step::Wait(hold.until)),
+            _ => None,
+        }
+    }
+
     /// The server stored the chunk in `buf`.
     fn stored(&mut self, chunk: &Chunk, payload: Payload, buf: &[u8]) -> Step {
         debug!(
@@ -906,6 +916,6 @@ mod tests {
         let t = Scripted::new(vec![Ok(crate::client::tests::FALSE), Ok(&version)]);
         let mut s = shipper(t, dir.path(), &["x.log"], Pacing::Fixed(Duration::ZERO));
         assert!(matches!(s.pass(Round::DAEMON), Pass::Failed { .. }));
-        assert_eq!(s.outage, Some("refused"));
+        assert_eq!(s.link.outage, Some("refused"));
     }
 }
