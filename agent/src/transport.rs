@@ -722,17 +722,19 @@ mod tests {
         (port, accepted)
     }
 
+    /// Posts `n` requests, each answered; how many connections it took.
+    fn connections_for(n: usize, (port, accepted): (u16, Arc<AtomicU64>)) -> u64 {
+        let mut t = HttpTransport::new("127.0.0.1", port);
+        for _ in 0..n {
+            let answer = t.post("/RPC2", b"x", Duration::from_secs(10)).unwrap();
+            assert_eq!(answer, b"ok");
+        }
+        accepted.load(Ordering::SeqCst)
+    }
+
     #[test]
     fn uploads_share_one_kept_alive_connection() {
-        let (port, accepted) = keep_alive_server(None);
-        let mut t = HttpTransport::new("127.0.0.1", port);
-        for _ in 0..5 {
-            assert_eq!(
-                t.post("/RPC2", b"x", Duration::from_secs(10)).unwrap(),
-                b"ok"
-            );
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(connections_for(5, keep_alive_server(None)), 1);
     }
 
     #[test]
@@ -740,15 +742,7 @@ mod tests {
         // The server takes the second request on the connection and closes
         // it without a word: the request goes again on a new connection,
         // and the caller sees only the answer.
-        let (port, accepted) = keep_alive_server(Some(2));
-        let mut t = HttpTransport::new("127.0.0.1", port);
-        for _ in 0..3 {
-            assert_eq!(
-                t.post("/RPC2", b"x", Duration::from_secs(10)).unwrap(),
-                b"ok"
-            );
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(connections_for(3, keep_alive_server(Some(2))), 2);
     }
 
     #[test]
