@@ -14,7 +14,7 @@
 //! - a backlog (a crash dump written at once) goes chunk after chunk;
 //! - all paced uploads together stay within a request-rate budget that
 //!   follows what the server keeps up with: as many as would keep it busy
-//!   half the time at its recent answer times, and never fewer than the
+//!   3/4 of the time at its recent answer times, and never fewer than the
 //!   configured floor. An idle server's quick answers let fifteen busy
 //!   files each ship once per cadence;
 //! - on evidence that the server struggles — an answer much slower than it
@@ -51,8 +51,11 @@ pub(crate) const DEFAULT_PER_SECOND: u32 = 4;
 /// How many paced requests may go back to back before the budget bites.
 const BURST: u32 = 4;
 /// The share of its time the budget lets paced requests keep the server
-/// busy, at its recent answer times: 1/2.
-const LOAD_SHARE: u32 = 2;
+/// busy, at its recent answer times: 3/4 (as a fraction, LOAD_SHARE.0 /
+/// LOAD_SHARE.1). One agent sends one request at a time, so it alone can
+/// never keep the server busier than that; the rest is headroom for the
+/// answers of a server that slows (which then widens the pace).
+const LOAD_SHARE: (u32, u32) = (3, 4);
 /// An answer is evidence of trouble when slower than `SLOWER_BY` times the
 /// server's recent answers to chunks of that size, plus this.
 const SLOW_MARGIN: Duration = Duration::from_millis(300);
@@ -192,13 +195,15 @@ impl Pacer {
     }
 
     /// The budget's spacing between paced requests, widened: what keeps
-    /// the server busy `1/LOAD_SHARE` of the time at its recent answer
+    /// the server busy [`LOAD_SHARE`] of the time at its recent answer
     /// times, or the configured floor's spacing if that is shorter.
     fn budget_step(&self) -> Option<Duration> {
         match self.pacing {
             Pacing::Adaptive { per_second, .. } if per_second > 0 => {
                 let floor = Duration::from_secs(1) / per_second;
-                let keeps_up = self.recent.map_or(floor, |r| r * LOAD_SHARE);
+                let keeps_up = self
+                    .recent
+                    .map_or(floor, |r| r * LOAD_SHARE.1 / LOAD_SHARE.0);
                 Some(floor.min(keeps_up) * self.widening())
             }
             _ => None,
@@ -390,7 +395,7 @@ mod tests {
 
     #[test]
     fn a_slow_server_keeps_the_budget_floor() {
-        // Answers of 400 ms: half the server's time is 1.25 requests/s, but
+        // Answers of 400 ms: 3/4 of the server's time is 1.9 requests/s, but
         // the configured floor (4/s) still holds.
         let mut p = adaptive();
         for _ in 0..10 {
