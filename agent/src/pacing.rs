@@ -60,6 +60,10 @@ const LOAD_SHARE: (u32, u32) = (3, 4);
 /// server's recent answers to chunks of that size, plus this.
 const SLOW_MARGIN: Duration = Duration::from_millis(300);
 const SLOWER_BY: u32 = 3;
+/// Slow answers in a row that widen the pace one step (each further one in
+/// the row widens it again): one descheduled answer on a busy machine is no
+/// evidence.
+const SLOW_TO_WIDEN: u32 = 2;
 /// The widest pace: cadence × 2^4, budget ÷ 2^4.
 const MAX_WIDEN: u32 = 4;
 /// Quick answers in a row that narrow the pace one step.
@@ -99,12 +103,14 @@ pub(crate) struct Pacer {
     /// The pace is 2^widen times slower than configured.
     widen: u32,
     quick_in_a_row: u32,
+    slow_in_a_row: u32,
     /// The budget as a "theoretical arrival time" (GCRA): a paced request
     /// may go when this is at most `BURST` intervals ahead of now.
     budget_at: Option<Instant>,
     /// The server's recent answer time per size class: the quick end of
     /// what it gave (a quicker answer replaces it at once, a slower one
-    /// moves it an eighth of the way).
+    /// moves it a sixteenth of the way: a server that stays slower for
+    /// long is, after a while, the usual one).
     usual: [Option<Duration>; SIZE_CLASSES],
     /// The server's recent answer time, any size (a moving average).
     recent: Option<Duration>,
@@ -116,6 +122,7 @@ impl Pacer {
             pacing,
             widen: 0,
             quick_in_a_row: 0,
+            slow_in_a_row: 0,
             budget_at: None,
             usual: [None; SIZE_CLASSES],
             recent: None,
@@ -154,7 +161,7 @@ impl Pacer {
         let class = size_class(len);
         let usual = self.usual[class];
         self.usual[class] = Some(match usual {
-            Some(u) if took > u => u + (took - u) / 8,
+            Some(u) if took > u => u + (took - u) / 16,
             _ => took,
         });
         // Nothing to compare with (the first chunk of its size) is no
@@ -163,8 +170,13 @@ impl Pacer {
             return;
         };
         if took > usual * SLOWER_BY + SLOW_MARGIN {
-            self.trouble();
+            self.quick_in_a_row = 0;
+            self.slow_in_a_row += 1;
+            if self.slow_in_a_row >= SLOW_TO_WIDEN {
+                self.widen = (self.widen + 1).min(MAX_WIDEN);
+            }
         } else {
+            self.slow_in_a_row = 0;
             self.quick_in_a_row += 1;
             if self.quick_in_a_row >= QUICK_TO_NARROW {
                 self.quick_in_a_row = 0;
@@ -308,7 +320,9 @@ mod tests {
         p.answered(Duration::from_millis(700), 256 * 1024);
         assert_eq!(p.widening(), 1, "a big chunk may take longer");
         p.answered(Duration::from_secs(1), 100);
-        assert_eq!(p.widening(), 2, "a slow answer widens");
+        assert_eq!(p.widening(), 1, "one slow answer is no evidence");
+        p.answered(Duration::from_secs(1), 100);
+        assert_eq!(p.widening(), 2, "slow answers in a row widen");
     }
 
     /// `files` files each get a 300-byte line every 100 ms for `secs` s of
@@ -380,6 +394,11 @@ mod tests {
         // Lines answered 1 s late, where they took 5 ms: the server
         // struggles, and the pace and the budget widen.
         let step_before = p.budget_step().unwrap();
+        // One slow answer between quick ones (a descheduled server on a
+        // busy machine) is no evidence either.
+        p.answered(Duration::from_secs(1), 300);
+        p.answered(Duration::from_millis(5), 300);
+        assert_eq!(p.widening(), 1);
         for _ in 0..3 {
             p.answered(Duration::from_secs(1), 300);
         }
