@@ -151,6 +151,12 @@ impl EventSource {
             // every write of a busy log.
             Ok(())
         };
+        self.poll_if_failed(result);
+        woke.extra || layout_changed
+    }
+
+    /// When inotify cannot do its job any more, the agent polls.
+    fn poll_if_failed(&mut self, result: Result<(), String>) {
         if let Err(why) = result {
             info!(
                 "{why}; polling every {} s from now on",
@@ -158,7 +164,6 @@ impl EventSource {
             );
             self.inotify = None;
         }
-        woke.extra || layout_changed
     }
 
     /// A file found since the start (a glob matched it): watched from now
@@ -167,7 +172,8 @@ impl EventSource {
         if let Some(ino) = &mut self.inotify {
             ino.files.entry(path.to_path_buf()).or_insert(None);
             ino.paths.insert(path.to_path_buf());
-            ino.watch_file(path);
+            let result = ino.watch_file(path);
+            self.poll_if_failed(result);
         }
     }
 
@@ -200,10 +206,12 @@ impl EventSource {
             .filter(|m| !keep.contains(m.as_path()))
             .cloned()
             .collect();
+        let mut result = Ok(());
         for p in &due {
             ino.muted.remove(p);
-            ino.watch_file(p);
+            result = result.and_then(|()| ino.watch_file(p));
         }
+        self.poll_if_failed(result);
         !due.is_empty()
     }
 }
@@ -292,14 +300,27 @@ impl Inotify {
 
     /// Gives `path` its data watch, unless it is muted; a file that does not
     /// exist gets one when its directory's watch reports it.
-    fn watch_file(&mut self, path: &Path) {
+    /// Out of watches (or kernel memory) is an error: the caller then
+    /// polls, as for a directory.
+    fn watch_file(&mut self, path: &Path) -> Result<(), String> {
         if self.muted.contains(path) {
-            return;
+            return Ok(());
         }
         let Some(watch) = self.files.get_mut(path) else {
-            return;
+            return Ok(());
         };
-        let wd = self.sys.add_watch(path, FILE_MASK).ok();
+        let wd = match self.sys.add_watch(path, FILE_MASK) {
+            Ok(wd) => Some(wd),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::ENOMEM)) => {
+                return Err(format!(
+                    "cannot watch {} with inotify ({e})",
+                    path.display()
+                ));
+            }
+            // Missing or unreadable now: its directory's watch reports
+            // its creation or a change of mode.
+            Err(_) => None,
+        };
         // Another inode at that name now (replaced, or a symlink moved):
         // the old one's writes are no longer this file's.
         if let Some(old) = *watch {
@@ -308,6 +329,7 @@ impl Inotify {
             }
         }
         *watch = wd;
+        Ok(())
     }
 
     /// Watches each wanted directory, or while it is missing, its nearest
@@ -335,7 +357,7 @@ impl Inotify {
         // they are few.
         let files: Vec<PathBuf> = self.files.keys().cloned().collect();
         for f in files {
-            self.watch_file(&f);
+            self.watch_file(&f)?;
         }
         Ok(())
     }
