@@ -4,17 +4,15 @@
 
 use crate::cli::{Config, Detach, Mode};
 use crate::client::Client;
-use crate::events::{self, EventSource, Muter};
+use crate::events::{self, EventSource};
 use crate::journal::{self, Journal};
 use crate::pacing::{Pacer, Pacing};
-use crate::shipper::{Pass, Round, Shipper};
+use crate::shipper::{Pass, Round, Shipper, Stop};
 use crate::sys;
 use crate::transport::{HttpTransport, Transport};
 use crate::watched::WatchedFile;
 use crate::watchlist::WatchList;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 /// How long SIGTERM may take: RHEL 4/5's loader sends SIGKILL 2 s after it,
@@ -49,8 +47,8 @@ pub(crate) fn run(cfg: Config) -> u8 {
         }
     };
     let mut watch = cfg.watch;
-    // Started before the event source, which starts notify's thread: the
-    // journal child is forked from a process with one thread.
+    // Started first: the journal child is forked from a process with one
+    // thread (the agent never starts another).
     let journal = if cfg.stream_journal {
         start_journal(&mut watch)
     } else {
@@ -112,15 +110,14 @@ pub(crate) fn run(cfg: Config) -> u8 {
         Mode::Once { .. } => Pacing::Fixed(Duration::ZERO),
     };
     let shipper = Shipper::new(client, cfg.name, files, cfg.timeout, Pacer::new(pacing));
-    let core = Core {
+    let mut agent = Agent {
         shipper,
         watch,
-        mute: events.muter(),
+        events,
         names_changed: true,
         retry_at: None,
         due_at: None,
     };
-    let mut agent = Agent::new(core, events);
     let status = match cfg.mode {
         Mode::Daemon(_) => agent.ship_forever(),
         Mode::Once { limit } => agent.ship_once(limit),
@@ -184,14 +181,12 @@ impl Drop for PidFile {
     }
 }
 
-/// Everything a pass needs, behind one lock. The daemon's passes run on the
-/// main thread (timers, new files, signals) and, for data written to a
-/// watched file, on notify's thread, where the event arrived: one wake-up
-/// per event instead of two (notify's thread, then the main loop's).
-struct Core<T> {
+/// The running agent: what it ships, how it hears of changes, and when it
+/// must look again. One thread does all of it.
+struct Agent<T> {
     shipper: Shipper<T>,
     watch: WatchList,
-    mute: Muter,
+    events: EventSource,
     /// Names may have changed since globs were last matched.
     names_changed: bool,
     /// While the server fails, its next try: until then file events start
@@ -201,8 +196,9 @@ struct Core<T> {
     due_at: Option<Instant>,
 }
 
-impl<T: Transport> Core<T> {
-    /// Adds files that globs now match, then ships what is due.
+impl<T: Transport> Agent<T> {
+    /// Adds files that globs now match, then ships what is due, and stops
+    /// listening to the data of files that wait for a time of their own.
     fn pass(&mut self, round: Round) -> Pass {
         if std::mem::take(&mut self.names_changed) {
             for e in self.watch.scan_globs() {
@@ -211,19 +207,26 @@ impl<T: Transport> Core<T> {
                     e.path.display(),
                     e.alias
                 );
+                self.events.add_file(&e.path);
                 self.shipper.add(WatchedFile::new(e.path, e.alias));
             }
         }
-        let pass = self.shipper.pass(round);
-        self.mute.set(self.shipper.waiting());
-        pass
+        loop {
+            let pass = self.shipper.pass(round);
+            // A file listened to again may have been written after this
+            // pass read it, with no event to say so: look once more.
+            let relistened = self.events.mute(self.shipper.waiting());
+            if !round.is_paced() || !relistened || matches!(pass, Pass::Failed { .. }) {
+                return pass;
+            }
+        }
     }
 
     /// The daemon's pass, unless the server is failing and its next try is
     /// not yet due; then when the daemon must look again.
     fn daemon_pass(&mut self) -> Option<Instant> {
         if self.retry_at.is_none_or(|t| Instant::now() >= t) {
-            (self.retry_at, self.due_at) = match self.pass(Round::Daemon) {
+            (self.retry_at, self.due_at) = match self.pass(Round::DAEMON) {
                 Pass::Failed { retry_at } => (Some(retry_at), Some(retry_at)),
                 Pass::Waiting { until } => (None, Some(until)),
                 Pass::Done | Pass::HeldBack | Pass::Interrupted => (None, None),
@@ -231,83 +234,22 @@ impl<T: Transport> Core<T> {
         }
         self.due_at
     }
-}
-
-fn lock<C>(core: &Mutex<C>) -> MutexGuard<'_, C> {
-    core.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The running agent: its passes' state and how it hears of changes.
-struct Agent<T> {
-    core: Arc<Mutex<Core<T>>>,
-    events: EventSource,
-}
-
-/// When the main loop sleeps until, for notify's thread to compare with:
-/// nanoseconds after `epoch`, `u64::MAX` for "until woken".
-struct Sleep {
-    epoch: Instant,
-    until: AtomicU64,
-}
-
-impl Sleep {
-    fn encode(&self, t: Option<Instant>) -> u64 {
-        t.map_or(u64::MAX, |t| {
-            u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
-        })
-    }
-}
-
-impl<T: Transport + Send + 'static> Agent<T> {
-    fn new(core: Core<T>, events: EventSource) -> Agent<T> {
-        Agent {
-            core: Arc::new(Mutex::new(core)),
-            events,
-        }
-    }
 
     fn wait(&mut self, until: Option<Instant>) {
         let timeout = until.map(|t| t.saturating_duration_since(Instant::now()));
         if self.events.wait(timeout) {
-            lock(&self.core).names_changed = true;
+            self.names_changed = true;
         }
     }
 
     /// The daemon: ship whenever something is due; on a shutdown signal
     /// ship what is pending within [`SHUTDOWN_GRACE`] and exit 0.
     fn ship_forever(&mut self) -> u8 {
-        let sleep = Arc::new(Sleep {
-            epoch: Instant::now(),
-            until: AtomicU64::new(u64::MAX),
-        });
-        let (core, planned) = (self.core.clone(), sleep.clone());
-        self.events.ship_data_events_with(Arc::new(move || {
-            if sys::shutdown_requested() {
-                return false;
-            }
-            // The main loop is in a pass: it looks again after it.
-            let mut core = match core.try_lock() {
-                Ok(c) => c,
-                Err(TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(TryLockError::WouldBlock) => return false,
-            };
-            let next = core.daemon_pass();
-            // Wake the main loop only if something is due before it would
-            // look again anyway.
-            planned.encode(next) >= planned.until.load(Ordering::SeqCst)
-        }));
         loop {
             if sys::shutdown_requested() {
                 return self.flush_and_exit(0);
             }
-            let next = {
-                let mut core = lock(&self.core);
-                let next = core.daemon_pass();
-                // Published under the lock, so a pass on notify's thread
-                // compares with the plan in force.
-                sleep.until.store(sleep.encode(next), Ordering::SeqCst);
-                next
-            };
+            let next = self.daemon_pass();
             self.wait(next);
         }
     }
@@ -320,9 +262,8 @@ impl<T: Transport + Send + 'static> Agent<T> {
     fn flush_and_exit(&mut self, unfinished: u8) -> u8 {
         sys::begin_final_flush();
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        let mut core = lock(&self.core);
         loop {
-            match core.pass(Round::Flush { deadline }) {
+            match self.pass(Round::Flush { deadline }) {
                 Pass::Done => {
                     info!("shutting down: everything shipped");
                     return 0;
@@ -354,10 +295,13 @@ impl<T: Transport + Send + 'static> Agent<T> {
             if sys::shutdown_requested() {
                 return self.flush_and_exit(1);
             }
-            let pass = lock(&self.core).pass(Round::Once { deadline });
+            let pass = self.pass(Round::Once {
+                deadline,
+                stop: Stop::ON_SIGNAL,
+            });
             match pass {
                 Pass::Done => {
-                    let unshippable = lock(&self.core).shipper.unshippable();
+                    let unshippable = self.shipper.unshippable();
                     if unshippable == 0 {
                         info!("all files shipped");
                         return 0;

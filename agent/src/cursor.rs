@@ -54,8 +54,8 @@ pub(crate) struct Cursor {
 }
 
 /// An open descriptor of the file, kept from one read to the next: each
-/// open raises IN_OPEN, which notify watches for, so a busy log read with a
-/// fresh open per upload wakes notify's thread once more per upload. Kept
+/// open is a system call, and raises IN_OPEN for every inotify watcher of
+/// the directory (the agent's own no longer asks for it). Kept
 /// only while it is the very file at the path (same inode, same owner and
 /// mode, so a `chmod 000` is seen as the open it would refuse), and let go
 /// once the file is quiet ([`Cursor::release`]): an open descriptor would
@@ -591,8 +591,8 @@ mod tests {
 
     #[test]
     fn a_file_with_nothing_new_is_not_opened() {
-        // Each open raises IN_OPEN, which notify watches for: a pass over
-        // unchanged files must not wake notify's thread once per file.
+        // Each open raises IN_OPEN (seen here through notify): a pass over
+        // unchanged files must not open them.
         use notify::event::{AccessKind, EventKind};
         use notify::Watcher;
         let (_dir, path) = scratch();

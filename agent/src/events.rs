@@ -1,16 +1,23 @@
-//! When to look at the files again: inotify (through `notify`) where the
-//! kernel offers it, a stat poll once a second where it does not.
+//! When to look at the files again: inotify where the kernel offers it, a
+//! stat poll once a second where it does not.
 //!
-//! Either way the main loop sleeps in one place, [`WakePipe::wait`]; notify's
-//! thread only writes a byte to the pipe. The loop then re-reads every
-//! cursor, which costs one `open`+`fstat` per watched file and makes missed
-//! or coalesced events harmless.
+//! Either way the main loop sleeps in one place, [`WakePipe::wait`], on the
+//! signal pipe, the inotify descriptor and `/proc/mounts`; no other thread
+//! runs. After a wake-up the loop re-reads the cursors of the files due,
+//! which makes missed or coalesced events harmless.
 //!
-//! notify's inotify backend needs `inotify_init1` and `epoll_create1`
-//! (Linux 2.6.27); where they fail — RHEL4 and RHEL5, or an exhausted watch
-//! limit — the agent polls from its single thread. It never falls back to
-//! notify's `PollWatcher`, whose waiting thread busy-spins on kernels before
-//! 2.6.22.
+//! What inotify reports is chosen so that an event is one the loop has a
+//! use for. Directories are watched for names (created, removed, renamed,
+//! attributes): never for data, so the writes of every other program in
+//! `/tmp` cost nothing. Each watched file has a watch of its own for data,
+//! and a file whose new bytes already have a time to go (its pace, a hold)
+//! loses that watch until then: a busy log written line by line then costs
+//! nothing per line while it waits, and the pass at its due time reads it
+//! by its size. The watch comes back before that pass reads the file, so a
+//! write after the read raises an event.
+//!
+//! inotify needs `inotify_init1` (Linux 2.6.27); where it fails — RHEL4 and
+//! RHEL5, or an exhausted watch limit — the agent polls.
 //!
 //! Directories that do not exist yet (`/mnt/sysimage/root` before the target
 //! is mounted) are handled without timers: their nearest existing ancestor
@@ -19,20 +26,29 @@
 //! `/mnt/sysimage` made before the target was mounted there sees only the
 //! directory underneath, not the mounted file system.
 
-use crate::sys::WakePipe;
+use crate::sys::{self, WakePipe};
 use crate::watchlist::Glob;
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
-use notify::Watcher;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// How often the poll fallback looks.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a directory's watch reports: changes of names and attributes (a
+/// file created, replaced, removed, made readable), never data.
+const DIR_MASK: u32 = libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_ATTRIB
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF
+    | libc::IN_ONLYDIR;
+/// What a file's own watch reports: new data (a write, a truncation).
+const FILE_MASK: u32 = libc::IN_MODIFY;
 
 /// What to watch: files, and directories where globs look for new files.
 pub(crate) struct Targets<'a> {
@@ -46,36 +62,25 @@ pub(crate) struct EventSource {
 }
 
 struct Inotify {
-    watcher: notify::INotifyWatcher,
-    files: Vec<PathBuf>,
+    sys: sys::Inotify,
+    /// The watched files, each with its data watch while it has one.
+    files: HashMap<PathBuf, Option<i32>>,
+    /// Files whose new bytes already have a time to go: no data watch.
+    muted: HashSet<PathBuf>,
     /// Every directory that should be watched.
     dirs: BTreeSet<PathBuf>,
-    /// What is watched now: each wanted directory, or for a missing one its
-    /// nearest existing ancestor.
-    watched: BTreeSet<PathBuf>,
-    /// Which events matter, shared with notify's thread.
-    interest: Arc<Mutex<Interest>>,
-    /// What ships data events on notify's thread, once set.
-    inline: Arc<OnceLock<DataEvents>>,
-    /// Set by notify's thread on any event other than written data (a
-    /// creation, removal, rename, overflow): watches may need placing.
-    layout_changed: Arc<AtomicBool>,
+    /// The directories watched now (each wanted directory, or for a missing
+    /// one its nearest existing ancestor), by watch.
+    watched: HashMap<i32, PathBuf>,
+    /// Paths whose name events matter: the files, the directories on the
+    /// way to them, symlinks' targets.
+    paths: HashSet<PathBuf>,
+    globs: Vec<Glob>,
     /// `/proc/mounts`, which polls readable-with-priority after any mount or
     /// unmount (Linux 2.6.15).
     mounts: Option<File>,
-}
-
-/// What notify's thread wakes the main loop for.
-#[derive(Default)]
-struct Interest {
-    /// Paths whose events matter: the files, the directories on the way to
-    /// them, symlinks' targets.
-    paths: HashSet<PathBuf>,
-    /// Files whose new bytes already have a time to go (their pace, a
-    /// hold): more data written to them needs no wake-up before then. Each
-    /// write of a busy log would otherwise wake the main loop only for it to
-    /// find nothing due.
-    muted: HashSet<PathBuf>,
+    /// Events are read into this, many at a time.
+    buf: Vec<u8>,
 }
 
 /// How the agent hears of changes.
@@ -102,7 +107,7 @@ impl EventSource {
                 Some("--poll given".into()),
             );
         }
-        match start_inotify(&pipe, targets) {
+        match start_inotify(targets) {
             Ok(inotify) => (
                 EventSource {
                     pipe,
@@ -128,12 +133,14 @@ impl EventSource {
     pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> bool {
         let Some(ino) = &mut self.inotify else {
             let t = timeout.map_or(POLL_INTERVAL, |t| t.min(POLL_INTERVAL));
-            self.pipe.wait(Some(t), None);
+            self.pipe.wait(Some(t), None, None);
             return true;
         };
         let mounts_fd = ino.mounts.as_ref().map(|f| f.as_raw_fd());
-        let woke = self.pipe.wait(timeout, mounts_fd);
-        let layout_changed = ino.layout_changed.swap(false, Ordering::SeqCst);
+        let woke = self
+            .pipe
+            .wait(timeout, mounts_fd, Some(ino.sys.as_raw_fd()));
+        let layout_changed = woke.events && ino.read_events();
         let result = if woke.extra {
             ino.rewatch_all()
         } else if layout_changed {
@@ -144,6 +151,12 @@ impl EventSource {
             // every write of a busy log.
             Ok(())
         };
+        self.poll_if_failed(result);
+        woke.extra || layout_changed
+    }
+
+    /// When inotify cannot do its job any more, the agent polls.
+    fn poll_if_failed(&mut self, result: Result<(), String>) {
         if let Err(why) = result {
             info!(
                 "{why}; polling every {} s from now on",
@@ -151,64 +164,59 @@ impl EventSource {
             );
             self.inotify = None;
         }
-        woke.extra || layout_changed
     }
-}
 
-impl EventSource {
-    /// From now on, a write of data to a watched file runs `ship` on
-    /// notify's thread, where the event arrived, instead of waking the main
-    /// loop: one wake-up per event instead of two. `ship` returns whether
-    /// it dealt with the event; when it did not (the main loop is in a pass,
-    /// or must look again), the main loop is woken as before.
-    pub(crate) fn ship_data_events_with(&self, ship: DataEvents) {
-        if let Some(ino) = &self.inotify {
-            let _ = ino.inline.set(ship);
+    /// A file found since the start (a glob matched it): watched from now
+    /// on.
+    pub(crate) fn add_file(&mut self, path: &Path) {
+        if let Some(ino) = &mut self.inotify {
+            ino.files.entry(path.to_path_buf()).or_insert(None);
+            ino.paths.insert(path.to_path_buf());
+            let result = ino.watch_file(path);
+            self.poll_if_failed(result);
         }
     }
 
-    /// The mute set, for whoever runs passes.
-    pub(crate) fn muter(&self) -> Muter {
-        Muter {
-            interest: self.inotify.as_ref().map(|ino| ino.interest.clone()),
-            last: HashSet::new(),
-        }
-    }
-}
-
-/// What handles a data event on notify's thread (see
-/// [`EventSource::ship_data_events_with`]).
-pub(crate) type DataEvents = Arc<dyn Fn() -> bool + Send + Sync>;
-
-/// Sets which files' data writes wake nothing.
-pub(crate) struct Muter {
-    interest: Option<Arc<Mutex<Interest>>>,
-    /// What `interest.muted` holds, as last set.
-    last: HashSet<PathBuf>,
-}
-
-impl Muter {
-    /// Writes of data to `paths` wake nothing from now on (until the next
-    /// call): their bytes already have a time to go. Creations, removals
-    /// and renames still wake.
-    pub(crate) fn set<'a>(&mut self, paths: impl Iterator<Item = &'a Path>) {
-        let Some(interest) = &self.interest else {
-            return;
+    /// Data written to `paths` raises no event from now on (until the next
+    /// call): their bytes already have a time to go. Every other file is
+    /// watched for data again; returns whether one was, since a write to it
+    /// before its watch came back raised nothing, and only a look at its
+    /// size finds it.
+    pub(crate) fn mute<'a>(&mut self, paths: impl Iterator<Item = &'a Path>) -> bool {
+        let Some(ino) = &mut self.inotify else {
+            return false;
         };
-        let paths: Vec<&Path> = paths.collect();
-        // Our own copy, so an unchanged set (the usual case, after every
-        // pass) costs neither the lock nor a copy of the paths.
-        if paths.len() == self.last.len() && paths.iter().all(|p| self.last.contains(*p)) {
-            return;
+        let waiting: Vec<&Path> = paths.collect();
+        // The usual case, after a pass: the files that waited still wait.
+        if waiting.len() == ino.muted.len() && waiting.iter().all(|p| ino.muted.contains(*p)) {
+            return false;
         }
-        let muted: HashSet<PathBuf> = paths.into_iter().map(Path::to_path_buf).collect();
-        let mut shared = interest.lock().unwrap_or_else(|e| e.into_inner());
-        shared.muted.clone_from(&muted);
-        self.last = muted;
+        for p in &waiting {
+            if !ino.muted.contains(*p) {
+                if let Some(wd) = ino.files.get_mut(*p).and_then(Option::take) {
+                    ino.sys.rm_watch(wd);
+                }
+                ino.muted.insert(p.to_path_buf());
+            }
+        }
+        let keep: HashSet<&Path> = waiting.into_iter().collect();
+        let due: Vec<PathBuf> = ino
+            .muted
+            .iter()
+            .filter(|m| !keep.contains(m.as_path()))
+            .cloned()
+            .collect();
+        let mut result = Ok(());
+        for p in &due {
+            ino.muted.remove(p);
+            result = result.and_then(|()| ino.watch_file(p));
+        }
+        self.poll_if_failed(result);
+        !due.is_empty()
     }
 }
 
-fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, String> {
+fn start_inotify(targets: &Targets<'_>) -> Result<Inotify, String> {
     let dirs: BTreeSet<PathBuf> = targets
         .files
         .iter()
@@ -216,98 +224,118 @@ fn start_inotify(pipe: &WakePipe, targets: &Targets<'_>) -> Result<Inotify, Stri
         .chain(targets.globs.iter().map(|g| g.dir.as_path()))
         .map(Path::to_path_buf)
         .collect();
-    // Events that matter: on a watched file, on a directory on the way to a
-    // watched one (its creation), or on a file a glob matches. Everything
-    // else in a busy /tmp is dropped on notify's thread and costs the main
-    // loop nothing.
+    // Name events that matter: on a watched file, on a directory on the way
+    // to a watched one (its creation), or on a file a glob matches.
+    // Everything else in a busy /tmp is dropped as it is read.
     let mut paths: HashSet<PathBuf> = targets.files.iter().cloned().collect();
     for d in &dirs {
         paths.extend(d.ancestors().map(Path::to_path_buf));
     }
-    // Symlinks' targets are added as they are found (place_watches) and
-    // mutes change after passes, hence the lock; it is never contended for
-    // long: notify's thread takes it per event, the main loop per pass.
-    let interest = Arc::new(Mutex::new(Interest {
-        paths,
-        muted: HashSet::new(),
-    }));
-    let shared = interest.clone();
-    let layout_changed = Arc::new(AtomicBool::new(false));
-    let layout = layout_changed.clone();
-    let globs = targets.globs.to_vec();
-    let waker = pipe.waker();
-    let inline: Arc<OnceLock<DataEvents>> = Arc::new(OnceLock::new());
-    let ship = inline.clone();
-    let handler = move |res: notify::Result<notify::Event>| {
-        let ev = match &res {
-            Ok(ev) => ev,
-            // A queue overflow: a rescan is always correct.
-            Err(_) => {
-                layout.store(true, Ordering::SeqCst);
-                waker.wake();
-                return;
-            }
-        };
-        // Opening and reading (our own, too: inotify reports them) change
-        // nothing; reacting to them would loop forever.
-        if matches!(
-            ev.kind,
-            EventKind::Access(
-                AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
-            )
-        ) {
-            return;
-        }
-        let data_only = !ev.need_rescan()
-            && matches!(
-                ev.kind,
-                EventKind::Modify(ModifyKind::Data(_))
-                    | EventKind::Access(AccessKind::Close(AccessMode::Write))
-            );
-        let interest = shared.lock().unwrap_or_else(|e| e.into_inner());
-        let matters =
-            |p: &PathBuf| interest.paths.contains(p) || globs.iter().any(|g| g.matches(p));
-        let relevant = if data_only {
-            ev.paths
-                .iter()
-                .any(|p| matters(p) && !interest.muted.contains(p))
-        } else {
-            ev.need_rescan() || ev.paths.iter().any(matters)
-        };
-        drop(interest);
-        if !relevant {
-            return;
-        }
-        if data_only {
-            if ship.get().is_some_and(|ship| ship()) {
-                return;
-            }
-        } else {
-            layout.store(true, Ordering::SeqCst);
-        }
-        waker.wake();
-    };
-    let watcher = notify::INotifyWatcher::new(handler, notify::Config::default())
-        .map_err(|e| format!("inotify is unavailable ({e})"))?;
+    let sys = sys::Inotify::new().map_err(|e| format!("inotify is unavailable ({e})"))?;
     let mounts = File::open("/proc/mounts").ok();
     let mut ino = Inotify {
-        watcher,
-        files: targets.files.to_vec(),
+        sys,
+        files: targets.files.iter().map(|f| (f.clone(), None)).collect(),
+        muted: HashSet::new(),
         dirs,
-        watched: BTreeSet::new(),
-        interest,
-        inline,
-        layout_changed,
+        watched: HashMap::new(),
+        paths,
+        globs: targets.globs.to_vec(),
         mounts,
+        buf: vec![0; 16 * 1024],
     };
     ino.place_watches()?;
     Ok(ino)
 }
 
 impl Inotify {
+    /// Reads what inotify has queued; returns whether names may have
+    /// changed. Data events need nothing more: the loop looks at the files
+    /// after every wake-up.
+    fn read_events(&mut self) -> bool {
+        let mut layout = false;
+        let mut gone: Vec<i32> = Vec::new();
+        let Inotify {
+            sys,
+            watched,
+            paths,
+            globs,
+            buf,
+            ..
+        } = self;
+        sys.read_events(buf, |ev| {
+            if ev.mask & libc::IN_Q_OVERFLOW != 0 {
+                layout = true;
+            }
+            if ev.mask & libc::IN_IGNORED != 0 {
+                // A watch ended: its file or directory was deleted, or we
+                // ended it. Placed again where still wanted.
+                gone.push(ev.wd);
+                return;
+            }
+            let Some(dir) = watched.get(&ev.wd) else {
+                return; // a file's data
+            };
+            if ev.name.is_empty() {
+                layout = true; // the directory itself moved or went
+                return;
+            }
+            let p = dir.join(ev.name);
+            if paths.contains(&p) || globs.iter().any(|g| g.matches(&p)) {
+                layout = true;
+            }
+        });
+        for wd in gone {
+            if self.watched.remove(&wd).is_some() {
+                layout = true;
+            }
+            for watch in self.files.values_mut() {
+                if *watch == Some(wd) {
+                    *watch = None;
+                }
+            }
+        }
+        layout
+    }
+
+    /// Gives `path` its data watch, unless it is muted; a file that does not
+    /// exist gets one when its directory's watch reports it.
+    /// Out of watches (or kernel memory) is an error: the caller then
+    /// polls, as for a directory.
+    fn watch_file(&mut self, path: &Path) -> Result<(), String> {
+        if self.muted.contains(path) {
+            return Ok(());
+        }
+        let Some(watch) = self.files.get_mut(path) else {
+            return Ok(());
+        };
+        let wd = match self.sys.add_watch(path, FILE_MASK) {
+            Ok(wd) => Some(wd),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::ENOMEM)) => {
+                return Err(format!(
+                    "cannot watch {} with inotify ({e})",
+                    path.display()
+                ));
+            }
+            // Missing or unreadable now: its directory's watch reports
+            // its creation or a change of mode.
+            Err(_) => None,
+        };
+        // Another inode at that name now (replaced, or a symlink moved):
+        // the old one's writes are no longer this file's.
+        if let Some(old) = *watch {
+            if wd != Some(old) {
+                self.sys.rm_watch(old);
+            }
+        }
+        *watch = wd;
+        Ok(())
+    }
+
     /// Watches each wanted directory, or while it is missing, its nearest
-    /// existing ancestor. A directory that exists but cannot be watched (the
-    /// watch limit) is an error: the caller then polls.
+    /// existing ancestor, and each file that exists for its data. A
+    /// directory that exists but cannot be watched (the watch limit) is an
+    /// error: the caller then polls.
     fn place_watches(&mut self) -> Result<(), String> {
         self.follow_symlinks();
         let want: BTreeSet<PathBuf> = self
@@ -316,46 +344,124 @@ impl Inotify {
             .filter_map(|d| d.ancestors().find(|a| a.is_dir()))
             .map(Path::to_path_buf)
             .collect();
-        for dir in want.difference(&self.watched.clone()) {
-            self.watcher
-                .watch(dir, notify::RecursiveMode::NonRecursive)
+        let have: HashSet<&PathBuf> = self.watched.values().collect();
+        let missing: Vec<PathBuf> = want.iter().filter(|d| !have.contains(d)).cloned().collect();
+        for dir in missing {
+            let wd = self
+                .sys
+                .add_watch(&dir, DIR_MASK)
                 .map_err(|e| format!("cannot watch {} with inotify ({e})", dir.display()))?;
-            self.watched.insert(dir.clone());
+            self.watched.insert(wd, dir);
         }
         // Ancestors stay watched once their directory exists: harmless, and
         // they are few.
+        let files: Vec<PathBuf> = self.files.keys().cloned().collect();
+        for f in files {
+            self.watch_file(&f)?;
+        }
         Ok(())
     }
 
-    /// A watched path that is a symlink is written through its target, and
+    /// A watched path that is a symlink is replaced through its target, and
     /// inotify names the target, in the target's directory: watch that too.
-    /// One lstat per file per wake-up; resolving only for symlinks.
+    /// (Its data watch follows the link by itself.) One lstat per file per
+    /// change of names; resolving only for symlinks.
     fn follow_symlinks(&mut self) {
-        for f in &self.files {
+        for f in self.files.keys() {
             if !std::fs::symlink_metadata(f).is_ok_and(|m| m.file_type().is_symlink()) {
                 continue;
             }
             let Ok(target) = std::fs::canonicalize(f) else {
                 continue;
             };
-            let mut interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-            if interest.paths.insert(target.clone()) {
+            if self.paths.insert(target.clone()) {
                 if let Some(dir) = target.parent() {
                     self.dirs.insert(dir.to_path_buf());
-                    interest
-                        .paths
-                        .extend(dir.ancestors().map(Path::to_path_buf));
+                    self.paths.extend(dir.ancestors().map(Path::to_path_buf));
                 }
             }
         }
     }
 
     /// After a mount or unmount, a watch may point at a directory that is
-    /// now covered: place every watch again.
+    /// now covered, or a file's at one now hidden: place every watch again.
     fn rewatch_all(&mut self) -> Result<(), String> {
-        for dir in std::mem::take(&mut self.watched) {
-            let _ = self.watcher.unwatch(&dir);
+        for (wd, _) in self.watched.drain() {
+            self.sys.rm_watch(wd);
+        }
+        for watch in self.files.values_mut() {
+            if let Some(wd) = watch.take() {
+                self.sys.rm_watch(wd);
+            }
         }
         self.place_watches()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anamon_testkit::append;
+
+    /// The watches of the events queued now, in order (not counting the
+    /// end of a watch the test ended).
+    fn queued(src: &mut EventSource) -> Vec<i32> {
+        let ino = src.inotify.as_mut().unwrap();
+        let mut wds = Vec::new();
+        let Inotify { sys, buf, .. } = ino;
+        sys.read_events(buf, |ev| {
+            if ev.mask & libc::IN_IGNORED == 0 {
+                wds.push(ev.wd)
+            }
+        });
+        wds
+    }
+
+    fn wd(src: &EventSource, p: &Path) -> Option<i32> {
+        src.inotify.as_ref().unwrap().files[p]
+    }
+
+    #[test]
+    fn a_muted_file_raises_nothing_until_it_is_listened_to_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (busy, other) = (dir.path().join("busy.log"), dir.path().join("other.log"));
+        append(&busy, b"1\n");
+        append(&other, b"1\n");
+        let unrelated = dir.path().join("unrelated");
+        append(&unrelated, b"1\n");
+        let files = [busy.clone(), other.clone()];
+        let targets = Targets {
+            files: &files,
+            globs: &[],
+        };
+        let (mut src, why) =
+            EventSource::new(WakePipe::new().unwrap(), &targets, Watching::Inotify);
+        assert_eq!(why, None);
+        let (b, o) = (wd(&src, &busy).unwrap(), wd(&src, &other).unwrap());
+        // Data of a file nobody ships raises nothing: directories are not
+        // watched for data.
+        append(&unrelated, b"x\n");
+        assert_eq!(queued(&mut src), Vec::<i32>::new());
+        append(&busy, b"2\n");
+        assert_eq!(queued(&mut src), [b]);
+
+        // Muted: a hundred lines raise nothing; the other file still does.
+        assert!(!src.mute([busy.as_path()].into_iter()));
+        for n in 0..100 {
+            append(&busy, format!("line {n}\n").as_bytes());
+        }
+        append(&other, b"2\n");
+        let got = queued(&mut src);
+        assert!(got.iter().all(|w| *w == o) && !got.is_empty(), "{got:?}");
+        // The same set again changes nothing.
+        assert!(!src.mute([busy.as_path()].into_iter()));
+
+        // Listened to again: the caller is told to look (a write just
+        // before the watch came back raised nothing), and writes raise
+        // events again.
+        assert!(src.mute(std::iter::empty()));
+        append(&busy, b"3\n");
+        let b = wd(&src, &busy).unwrap();
+        assert_eq!(queued(&mut src), [b]);
     }
 }

@@ -16,7 +16,7 @@
 //! | `client` | the Cobbler protocol: wire forms, refusals, the receiver fallback |
 //! | `transport` | HTTP: the agent's own abortable connections, name resolution |
 //! | `error` | the ways one call fails |
-//! | `events` | inotify (through notify) or one-second polling |
+//! | `events` | inotify (read by the main loop) or one-second polling |
 //! | `journal` | `journalctl --follow` into a file |
 //! | `sys` | all the `unsafe`: signals, sockets, descriptors, daemonising |
 //! | `log` | one line per change of state |

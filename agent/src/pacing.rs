@@ -12,12 +12,18 @@
 //! - a file that keeps growing ships at most once per cadence, each upload
 //!   carrying everything written meanwhile;
 //! - a backlog (a crash dump written at once) goes chunk after chunk;
-//! - all paced uploads together stay within a request-rate budget, however
-//!   many files are busy;
-//! - when the server answers slowly, resets connections or fails, the
+//! - all paced uploads together stay within a request-rate budget that
+//!   follows what the server keeps up with: as many as would keep it busy
+//!   3/4 of the time at its recent answer times, and never fewer than the
+//!   configured floor. An idle server's quick answers let fifteen busy
+//!   files each ship once per cadence;
+//! - on evidence that the server struggles — an answer much slower than it
+//!   recently gave for a chunk of that size, a failure, a reset — the
 //!   cadence widens and the budget shrinks, up to 16-fold, and they narrow
-//!   again as the server answers quickly. (A fault about one file backs off
-//!   that file alone: see `watched::Hold`.)
+//!   again as answers come back quick. A large chunk's answer is compared
+//!   with earlier large chunks', never with a line's, so one slow answer to
+//!   a large chunk is no evidence. (A fault about one file backs off that
+//!   file alone: see `watched::Hold`.)
 //!
 //! `--min-interval MS` replaces all of it with the older fixed rule (after
 //! an upload that caught the file up, the next waits MS). `--exit` and the
@@ -39,17 +45,32 @@ pub(crate) enum Pacing {
 /// The default cadence of a busy file. Chosen from `ci/bench/run --sweep`
 /// on the real-pace replay: see the README's pacing figures.
 pub(crate) const DEFAULT_CADENCE: Duration = Duration::from_millis(1500);
-/// The default budget of paced requests per second, all files together.
+/// The default floor of the budget: paced requests per second, all files
+/// together, that the budget allows however slow the server's answers.
 pub(crate) const DEFAULT_PER_SECOND: u32 = 4;
 /// How many paced requests may go back to back before the budget bites.
 const BURST: u32 = 4;
-/// An answer slower than this, plus a microsecond per byte sent (1 MB/s:
-/// a 256 KiB chunk may take 0.76 s), widens the pace.
-const SLOW: Duration = Duration::from_millis(500);
+/// The share of its time the budget lets paced requests keep the server
+/// busy, at its recent answer times: 3/4 (as a fraction, LOAD_SHARE.0 /
+/// LOAD_SHARE.1). One agent sends one request at a time, so it alone can
+/// never keep the server busier than that; the rest is headroom for the
+/// answers of a server that slows (which then widens the pace).
+const LOAD_SHARE: (u32, u32) = (3, 4);
+/// An answer is evidence of trouble when slower than `SLOWER_BY` times the
+/// server's recent answers to chunks of that size, plus this.
+const SLOW_MARGIN: Duration = Duration::from_millis(300);
+const SLOWER_BY: u32 = 3;
+/// Slow answers in a row that widen the pace one step (each further one in
+/// the row widens it again): one descheduled answer on a busy machine is no
+/// evidence.
+const SLOW_TO_WIDEN: u32 = 2;
 /// The widest pace: cadence × 2^4, budget ÷ 2^4.
 const MAX_WIDEN: u32 = 4;
 /// Quick answers in a row that narrow the pace one step.
 const QUICK_TO_NARROW: u32 = 4;
+/// Chunk sizes are compared within classes 8-fold wide (up to 8 B, 64 B,
+/// ... 2 MiB): a line's upload with a line's.
+const SIZE_CLASSES: usize = 8;
 
 /// What the pacing knows of one file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,9 +103,17 @@ pub(crate) struct Pacer {
     /// The pace is 2^widen times slower than configured.
     widen: u32,
     quick_in_a_row: u32,
+    slow_in_a_row: u32,
     /// The budget as a "theoretical arrival time" (GCRA): a paced request
     /// may go when this is at most `BURST` intervals ahead of now.
     budget_at: Option<Instant>,
+    /// The server's recent answer time per size class: the quick end of
+    /// what it gave (a quicker answer replaces it at once, a slower one
+    /// moves it a sixteenth of the way: a server that stays slower for
+    /// long is, after a while, the usual one).
+    usual: [Option<Duration>; SIZE_CLASSES],
+    /// The server's recent answer time, any size (a moving average).
+    recent: Option<Duration>,
 }
 
 impl Pacer {
@@ -93,7 +122,10 @@ impl Pacer {
             pacing,
             widen: 0,
             quick_in_a_row: 0,
+            slow_in_a_row: 0,
             budget_at: None,
+            usual: [None; SIZE_CLASSES],
+            recent: None,
         }
     }
 
@@ -125,9 +157,26 @@ impl Pacer {
 
     /// The server answered an upload of `len` bytes after `took`.
     pub(crate) fn answered(&mut self, took: Duration, len: usize) {
-        if took > SLOW + Duration::from_micros(len as u64) {
-            self.trouble();
+        self.recent = Some(self.recent.map_or(took, |r| (r * 7 + took) / 8));
+        let class = size_class(len);
+        let usual = self.usual[class];
+        self.usual[class] = Some(match usual {
+            Some(u) if took > u => u + (took - u) / 16,
+            _ => took,
+        });
+        // Nothing to compare with (the first chunk of its size) is no
+        // evidence either way.
+        let Some(usual) = usual else {
+            return;
+        };
+        if took > usual * SLOWER_BY + SLOW_MARGIN {
+            self.quick_in_a_row = 0;
+            self.slow_in_a_row += 1;
+            if self.slow_in_a_row >= SLOW_TO_WIDEN {
+                self.widen = (self.widen + 1).min(MAX_WIDEN);
+            }
         } else {
+            self.slow_in_a_row = 0;
             self.quick_in_a_row += 1;
             if self.quick_in_a_row >= QUICK_TO_NARROW {
                 self.quick_in_a_row = 0;
@@ -157,11 +206,17 @@ impl Pacer {
         }
     }
 
-    /// The budget's spacing between paced requests, widened.
+    /// The budget's spacing between paced requests, widened: what keeps
+    /// the server busy [`LOAD_SHARE`] of the time at its recent answer
+    /// times, or the configured floor's spacing if that is shorter.
     fn budget_step(&self) -> Option<Duration> {
         match self.pacing {
             Pacing::Adaptive { per_second, .. } if per_second > 0 => {
-                Some(Duration::from_secs(1) / per_second * self.widening())
+                let floor = Duration::from_secs(1) / per_second;
+                let keeps_up = self
+                    .recent
+                    .map_or(floor, |r| r * LOAD_SHARE.1 / LOAD_SHARE.0);
+                Some(floor.min(keeps_up) * self.widening())
             }
             _ => None,
         }
@@ -173,6 +228,12 @@ impl Pacer {
             _ => now,
         }
     }
+}
+
+/// Which class of chunk sizes `len` falls in (see [`SIZE_CLASSES`]).
+fn size_class(len: usize) -> usize {
+    let bits = (usize::BITS - len.leading_zeros()) as usize;
+    (bits / 3).min(SIZE_CLASSES - 1)
 }
 
 #[cfg(test)]
@@ -259,7 +320,112 @@ mod tests {
         p.answered(Duration::from_millis(700), 256 * 1024);
         assert_eq!(p.widening(), 1, "a big chunk may take longer");
         p.answered(Duration::from_secs(1), 100);
-        assert_eq!(p.widening(), 2, "a slow answer widens");
+        assert_eq!(p.widening(), 1, "one slow answer is no evidence");
+        p.answered(Duration::from_secs(1), 100);
+        assert_eq!(p.widening(), 2, "slow answers in a row widen");
+    }
+
+    /// `files` files each get a 300-byte line every 100 ms for `secs` s of
+    /// simulated time (`Instant`s the test makes, no sleeping); a pass every
+    /// 5 ms sends each file whose pace is due, and the server answers after
+    /// `answer`. Returns how long each line waited until its upload was
+    /// answered, and the pacer.
+    fn busy_files(files: usize, secs: u64, answer: Duration) -> (Vec<Duration>, Pacer) {
+        let mut p = Pacer::new(Pacing::Adaptive {
+            cadence: DEFAULT_CADENCE,
+            per_second: DEFAULT_PER_SECOND,
+        });
+        let t0 = Instant::now();
+        let tick = Duration::from_millis(5);
+        let every = Duration::from_millis(100);
+        let mut pace = vec![FilePace::Fresh; files];
+        let mut next_write: Vec<Instant> = (0..files)
+            .map(|i| t0 + Duration::from_millis(7 * i as u64))
+            .collect();
+        let mut unsent: Vec<Vec<Instant>> = vec![Vec::new(); files];
+        let mut waited = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(secs) {
+            for i in 0..files {
+                while next_write[i] <= now {
+                    unsent[i].push(next_write[i]);
+                    next_write[i] += every;
+                }
+                if unsent[i].is_empty() || p.due(pace[i], now) > now {
+                    continue;
+                }
+                p.spend(pace[i], now);
+                p.answered(answer, 300 * unsent[i].len());
+                let done = now + answer;
+                waited.extend(unsent[i].drain(..).map(|w| done - w));
+                pace[i] = FilePace::CaughtUp(done);
+            }
+            now += tick;
+        }
+        (waited, p)
+    }
+
+    #[test]
+    fn fifteen_busy_files_on_an_idle_server_ship_every_line_within_two_seconds() {
+        // The densest genuine install: 15 files busy at once, a server that
+        // answers in 5 ms. The budget must not hold lines back.
+        let (mut waited, p) = busy_files(15, 60, Duration::from_millis(5));
+        waited.sort();
+        let p99 = waited[waited.len() * 99 / 100];
+        let worst = *waited.last().unwrap();
+        assert!(
+            worst <= Duration::from_secs(2),
+            "{} lines: p99 {p99:?}, worst {worst:?}",
+            waited.len()
+        );
+        assert_eq!(p.widening(), 1);
+    }
+
+    #[test]
+    fn a_server_slower_than_it_was_is_backed_off() {
+        let mut p = adaptive();
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            p.answered(Duration::from_millis(5), 300);
+        }
+        // A large chunk's first answer is compared with nothing: no evidence.
+        p.answered(Duration::from_secs(2), 256 * 1024);
+        assert_eq!(p.widening(), 1);
+        // Lines answered 1 s late, where they took 5 ms: the server
+        // struggles, and the pace and the budget widen.
+        let step_before = p.budget_step().unwrap();
+        // One slow answer between quick ones (a descheduled server on a
+        // busy machine) is no evidence either.
+        p.answered(Duration::from_secs(1), 300);
+        p.answered(Duration::from_millis(5), 300);
+        assert_eq!(p.widening(), 1);
+        for _ in 0..3 {
+            p.answered(Duration::from_secs(1), 300);
+        }
+        assert!(p.widening() >= 4, "{}", p.widening());
+        assert!(p.due(FilePace::CaughtUp(t0), t0) >= t0 + CADENCE * 4);
+        assert!(p.budget_step().unwrap() > step_before);
+        // Once answers are as quick as before, the pace narrows again.
+        for _ in 0..QUICK_TO_NARROW * MAX_WIDEN {
+            p.answered(Duration::from_millis(5), 300);
+        }
+        assert_eq!(p.widening(), 1);
+    }
+
+    #[test]
+    fn a_slow_server_keeps_the_budget_floor() {
+        // Answers of 400 ms: 3/4 of the server's time is 1.9 requests/s, but
+        // the configured floor (4/s) still holds.
+        let mut p = adaptive();
+        for _ in 0..10 {
+            p.answered(Duration::from_millis(400), 300);
+        }
+        assert_eq!(p.budget_step(), Some(Duration::from_millis(250)));
+        // Quick answers let more through.
+        for _ in 0..40 {
+            p.answered(Duration::from_millis(4), 300);
+        }
+        assert!(p.budget_step().unwrap() < Duration::from_millis(50));
     }
 
     #[test]

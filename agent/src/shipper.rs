@@ -28,20 +28,67 @@ const KEEP_OPEN: Duration = Duration::from_secs(3);
 /// shutdown signal does to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Round {
-    /// The daemon: paced, no deadline; a shutdown signal ends it.
-    Daemon,
-    /// `--exit`: unpaced, until `deadline`; a shutdown signal ends it.
-    Once { deadline: Instant },
+    /// The daemon: paced, no deadline; `stop` ends it.
+    Daemon { stop: Stop },
+    /// `--exit`: unpaced, until `deadline`; `stop` ends it.
+    Once { deadline: Instant, stop: Stop },
     /// After a shutdown signal: unpaced, until `deadline`; a file the
     /// server faulted on gets one last try.
     Flush { deadline: Instant },
 }
 
+/// Whether a round must end before its next request (a shutdown signal
+/// came): asked before each one, since a signal may come in mid-pass. The
+/// round carries it, so the shipper asks whoever started the round.
+#[derive(Clone, Copy)]
+pub(crate) struct Stop(fn() -> bool);
+
+impl Stop {
+    /// A shutdown signal to the process.
+    pub(crate) const ON_SIGNAL: Stop = Stop(crate::sys::shutdown_requested);
+
+    fn requested(self) -> bool {
+        (self.0)()
+    }
+}
+
+impl PartialEq for Stop {
+    fn eq(&self, other: &Stop) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for Stop {}
+
+impl std::fmt::Debug for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stop")
+    }
+}
+
 impl Round {
+    /// The daemon's round, ended by a shutdown signal.
+    pub(crate) const DAEMON: Round = Round::Daemon {
+        stop: Stop::ON_SIGNAL,
+    };
+
     fn deadline(self) -> Option<Instant> {
         match self {
-            Round::Daemon => None,
-            Round::Once { deadline } | Round::Flush { deadline } => Some(deadline),
+            Round::Daemon { .. } => None,
+            Round::Once { deadline, .. } | Round::Flush { deadline } => Some(deadline),
+        }
+    }
+
+    /// Whether uploads wait for their pace (only the daemon's do).
+    pub(crate) fn is_paced(self) -> bool {
+        matches!(self, Round::Daemon { .. })
+    }
+
+    /// Whether the round must end now.
+    fn must_stop(self) -> bool {
+        match self {
+            Round::Daemon { stop } | Round::Once { stop, .. } => stop.requested(),
+            Round::Flush { .. } => false,
         }
     }
 
@@ -49,7 +96,7 @@ impl Round {
     /// time for them, and `--exit` waits only for the first.
     fn repair_stages(self) -> usize {
         match self {
-            Round::Daemon => Repair::ALL,
+            Round::Daemon { .. } => Repair::ALL,
             Round::Once { .. } => 1,
             Round::Flush { .. } => 0,
         }
@@ -95,15 +142,27 @@ enum Step {
 
 /// Whether a chunk carries new bytes or ones the server already has.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Send {
-    Forward,
-    Repair,
+enum Payload {
+    New,
+    Again,
 }
 
 pub(crate) struct Shipper<T> {
+    files: Vec<WatchedFile>,
+    link: Link<T>,
+    /// Files that ended the last pass waiting with bytes to send.
+    waiting: Vec<usize>,
+    /// The files a round visits, and those it caught up: kept across
+    /// passes, so a pass allocates nothing.
+    revisit: Vec<usize>,
+    caught_up: Vec<usize>,
+}
+
+/// The way to the server, shared by every file: the client, the pace, the
+/// backoff after failures. Each file's turn borrows that one file.
+struct Link<T> {
     client: Client<T>,
     system: String,
-    files: Vec<WatchedFile>,
     timeout: Duration,
     pacer: Pacer,
     backoff: Backoff,
@@ -112,12 +171,6 @@ pub(crate) struct Shipper<T> {
     outage: Option<&'static str>,
     /// The bytes of the chunk in hand, kept across uploads.
     buf: Vec<u8>,
-    /// Files that ended the last pass waiting with bytes to send.
-    waiting: Vec<usize>,
-    /// The files a round visits, and those it caught up: kept across
-    /// passes, so a pass allocates nothing.
-    revisit: Vec<usize>,
-    caught_up: Vec<usize>,
 }
 
 impl<T: Transport> Shipper<T> {
@@ -129,14 +182,16 @@ impl<T: Transport> Shipper<T> {
         pacer: Pacer,
     ) -> Shipper<T> {
         Shipper {
-            client,
-            system,
             files,
-            timeout,
-            pacer,
-            backoff: Backoff::new(),
-            outage: None,
-            buf: Vec::with_capacity(CHUNK),
+            link: Link {
+                client,
+                system,
+                timeout,
+                pacer,
+                backoff: Backoff::new(),
+                outage: None,
+                buf: Vec::with_capacity(CHUNK),
+            },
             waiting: Vec::new(),
             revisit: Vec::new(),
             caught_up: Vec::new(),
@@ -183,7 +238,7 @@ impl<T: Transport> Shipper<T> {
             self.caught_up.clear();
             for k in 0..self.revisit.len() {
                 let i = self.revisit[k];
-                match self.step(i, round) {
+                match self.link.step(&mut self.files[i], round) {
                     Step::Progress => progress = true,
                     Step::CaughtUp => self.caught_up.push(i),
                     Step::Idle => {}
@@ -204,7 +259,7 @@ impl<T: Transport> Shipper<T> {
             // find nothing. `--exit` and the flush look until nothing is
             // left.
             if progress || !self.caught_up.is_empty() {
-                short_round = !progress && round == Round::Daemon;
+                short_round = !progress && round.is_paced();
                 continue;
             }
             return match until {
@@ -219,57 +274,35 @@ impl<T: Transport> Shipper<T> {
             };
         }
     }
+}
 
+impl<T: Transport> Link<T> {
     /// One file's turn: what is due, then the next chunk, then delivery.
-    fn step(&mut self, i: usize, round: Round) -> Step {
+    fn step(&mut self, f: &mut WatchedFile, round: Round) -> Step {
         let now = Instant::now();
-        if let Some(step) = self.held_back(i, round, now) {
+        if let Some(step) = f.held_back(round, now) {
             return step;
         }
         let due = match round {
-            Round::Daemon => self.pacer.due(self.files[i].pace, now),
+            Round::Daemon { .. } => self.pacer.due(f.pace, now),
             _ => now,
         };
         if due > now {
-            let f = &self.files[i];
             if f.cursor.may_have_news(&f.path) {
                 return Step::Wait(due);
             }
-        } else if let Some(chunk) = self.next_chunk(i) {
-            return self.deliver(i, chunk, Send::Forward, round);
+        } else if let Some(chunk) = self.next_chunk(f) {
+            return self.deliver(f, chunk, Payload::New, round);
         }
-        match self.repair(i, round, now) {
-            Step::Idle => self.quiet(i, round, now),
+        match self.repair(f, round, now) {
+            Step::Idle => f.quiet(round, now),
             step => step,
-        }
-    }
-
-    /// A file with nothing to do lets go of its descriptor once it has been
-    /// quiet for [`KEEP_OPEN`].
-    fn quiet(&mut self, i: usize, round: Round, now: Instant) -> Step {
-        let f = &mut self.files[i];
-        let keep = matches!(f.pace, FilePace::CaughtUp(at) if round == Round::Daemon && now < at + KEEP_OPEN);
-        if !keep {
-            f.cursor.release();
-        }
-        Step::Idle
-    }
-
-    /// `Some` when a fault holds the file back now.
-    fn held_back(&mut self, i: usize, round: Round, now: Instant) -> Option<Step> {
-        let hold = self.files[i].hold.as_ref()?;
-        match round {
-            Round::Flush { .. } if hold.last_try_spent => Some(Step::HeldBack),
-            Round::Flush { .. } => None,
-            _ if now < hold.until => Some(Step::Wait(hold.until)),
-            _ => None,
         }
     }
 
     /// Reads the next chunk into `buf`; a file that cannot be read is
     /// reported (once) and skipped.
-    fn next_chunk(&mut self, i: usize) -> Option<Chunk> {
-        let f = &mut self.files[i];
+    fn next_chunk(&mut self, f: &mut WatchedFile) -> Option<Chunk> {
         match f.cursor.next_chunk(&f.path, CHUNK, &mut self.buf) {
             Ok(chunk) => {
                 if let Some(p) = f.problem.take() {
@@ -289,8 +322,7 @@ impl<T: Transport> Shipper<T> {
     /// After an abandoned offset-0 request: once the file has caught up and
     /// a re-send is due, sends the next chunk of the bytes after that
     /// request's chunk again, at their own offsets.
-    fn repair(&mut self, i: usize, round: Round, now: Instant) -> Step {
-        let f = &mut self.files[i];
+    fn repair(&mut self, f: &mut WatchedFile, round: Round, now: Instant) -> Step {
         let Some(r) = &f.repair else {
             return Step::Idle;
         };
@@ -305,7 +337,7 @@ impl<T: Transport> Shipper<T> {
         }
         let at = r.next;
         match f.cursor.shipped_bytes_at(&f.path, at, CHUNK, &mut self.buf) {
-            Ok(Some(chunk)) => self.deliver(i, chunk, Send::Repair, round),
+            Ok(Some(chunk)) => self.deliver(f, chunk, Payload::Again, round),
             // Nothing after the chunk, or no longer the same file (its next
             // upload starts over at offset 0): this re-send is complete.
             Ok(None) => {
@@ -321,20 +353,24 @@ impl<T: Transport> Shipper<T> {
     }
 
     /// Uploads the chunk in `buf` and records what came of it.
-    fn deliver(&mut self, i: usize, chunk: Chunk, send: Send, round: Round) -> Step {
+    fn deliver(
+        &mut self,
+        f: &mut WatchedFile,
+        chunk: Chunk,
+        payload: Payload,
+        round: Round,
+    ) -> Step {
         let now = Instant::now();
-        let timeout = match self.time_left(round, now) {
-            Some(t) => t,
-            None => return Step::Stop(Pass::Interrupted),
+        let Some(timeout) = self.time_left(round, now) else {
+            return Step::Stop(Pass::Interrupted);
         };
-        let f = &mut self.files[i];
-        if send == Send::Forward && chunk.restart && f.cursor.shipped() > 0 {
+        if payload == Payload::New && chunk.restart && f.cursor.shipped() > 0 {
             info!(
                 "{}: replaced, truncated or changed in place; sending it again from the start",
                 f.path.display()
             );
         }
-        if round == Round::Daemon {
+        if round.is_paced() {
             self.pacer.spend(f.pace, now);
         }
         let up = Upload {
@@ -343,44 +379,13 @@ impl<T: Transport> Shipper<T> {
             offset: chunk.offset,
             data: &self.buf,
         };
-        let result = self.client.upload(&up, timeout);
-        match result {
+        match self.client.upload(&up, timeout) {
             Ok(confirmed) => {
                 if let Some(wire) = confirmed {
                     info!("server accepts uploads as {wire}");
                 }
                 self.pacer.answered(now.elapsed(), chunk.len);
-                debug!(
-                    "{} -> {}: {} bytes at {}{}",
-                    f.path.display(),
-                    f.alias,
-                    chunk.len,
-                    chunk.offset,
-                    if send == Send::Repair {
-                        " (re-sent)"
-                    } else {
-                        ""
-                    }
-                );
-                let step = match send {
-                    Send::Forward => {
-                        f.cursor.commit(&chunk, &self.buf);
-                        f.pace = FilePace::after_upload(chunk.len, CHUNK, Instant::now());
-                        match f.pace {
-                            FilePace::Backlog => Step::Progress,
-                            _ => Step::CaughtUp,
-                        }
-                    }
-                    Send::Repair => {
-                        if let Some(r) = &mut f.repair {
-                            r.next = chunk.offset + chunk.len as u64;
-                        }
-                        Step::Progress
-                    }
-                };
-                if f.hold.take().is_some() {
-                    info!("{}: the server takes it again", f.alias);
-                }
+                let step = f.stored(&chunk, payload, &self.buf);
                 self.backoff.reset();
                 if let Some(kind) = self.outage.take() {
                     info!("server is taking uploads again (after: {kind}); resuming from each file's cursor");
@@ -390,47 +395,25 @@ impl<T: Transport> Shipper<T> {
             // A fault is about this file (a receiver's cap, a lock, a planted
             // link): its own hold backs it off; the server itself is fine,
             // so the others keep their pace.
-            Err(e @ Error::Fault { .. }) => {
-                let reason = e.to_string();
-                if Hold::after_fault(&mut f.hold, reason.clone(), Instant::now()) {
-                    info!(
-                        "upload of {} failed: {reason}; retrying this file with backoff (at most every {} s), the others go on",
-                        f.alias,
-                        BACKOFF_CAP.as_secs()
-                    );
-                } else {
-                    debug!("upload of {} failed again: {reason}", f.alias);
-                }
-                let hold = f.hold.as_mut().expect("just set");
-                match round {
-                    Round::Flush { .. } => {
-                        hold.last_try_spent = true;
-                        Step::HeldBack
-                    }
-                    _ => Step::Wait(hold.until),
-                }
-            }
+            Err(e @ Error::Fault { .. }) => f.faulted(&e, round),
             Err(Error::OffsetTooLarge) => {
                 report_problem(f, Problem::TooLarge);
                 Step::Idle
             }
             Err(e) => {
-                if send == Send::Forward && chunk.offset == 0 && e.may_land_late() {
-                    Repair::after_abandoned(&mut f.repair, chunk.len, timeout, Instant::now());
-                }
+                f.not_stored(&chunk, payload, &e, timeout);
                 if matches!(e, Error::Interrupted) {
                     return Step::Stop(Pass::Interrupted);
                 }
                 self.pacer.trouble();
-                let alias = f.alias.clone();
-                self.failed(&e, &alias, round)
+                self.failed(&e, &f.alias, round)
             }
         }
     }
 
     /// How long the next request may take; `None` when the round is over.
     fn time_left(&self, round: Round, now: Instant) -> Option<Duration> {
-        if matches!(round, Round::Daemon | Round::Once { .. }) && crate::sys::shutdown_requested() {
+        if round.must_stop() {
             return None;
         }
         match round.deadline() {
@@ -477,6 +460,97 @@ impl<T: Transport> Shipper<T> {
         Step::Stop(Pass::Failed {
             retry_at: Instant::now() + delay,
         })
+    }
+}
+
+/// What a file's turn and an upload's outcome do to the file.
+impl WatchedFile {
+    /// A file with nothing to do lets go of its descriptor once it has been
+    /// quiet for [`KEEP_OPEN`].
+    fn quiet(&mut self, round: Round, now: Instant) -> Step {
+        let keep =
+            matches!(self.pace, FilePace::CaughtUp(at) if round.is_paced() && now < at + KEEP_OPEN);
+        if !keep {
+            self.cursor.release();
+        }
+        Step::Idle
+    }
+
+    /// `Some` when a fault holds the file back now.
+    fn held_back(&self, round: Round, now: Instant) -> Option<Step> {
+        let hold = self.hold.as_ref()?;
+        match round {
+            Round::Flush { .. } if hold.last_try_spent => Some(Step::HeldBack),
+            Round::Flush { .. } => None,
+            _ if now < hold.until => Some(Step::Wait(hold.until)),
+            _ => None,
+        }
+    }
+
+    /// The server stored the chunk in `buf`.
+    fn stored(&mut self, chunk: &Chunk, payload: Payload, buf: &[u8]) -> Step {
+        debug!(
+            "{} -> {}: {} bytes at {}{}",
+            self.path.display(),
+            self.alias,
+            chunk.len,
+            chunk.offset,
+            match payload {
+                Payload::New => "",
+                Payload::Again => " (re-sent)",
+            }
+        );
+        let step = match payload {
+            Payload::New => {
+                self.cursor.commit(chunk, buf);
+                self.pace = FilePace::after_upload(chunk.len, CHUNK, Instant::now());
+                match self.pace {
+                    FilePace::Backlog => Step::Progress,
+                    _ => Step::CaughtUp,
+                }
+            }
+            Payload::Again => {
+                if let Some(r) = &mut self.repair {
+                    r.next = chunk.offset + chunk.len as u64;
+                }
+                Step::Progress
+            }
+        };
+        if self.hold.take().is_some() {
+            info!("{}: the server takes it again", self.alias);
+        }
+        step
+    }
+
+    /// The server faulted on this file alone: it waits out its own hold.
+    fn faulted(&mut self, e: &Error, round: Round) -> Step {
+        let reason = e.to_string();
+        if Hold::after_fault(&mut self.hold, reason.clone(), Instant::now()) {
+            info!(
+                "upload of {} failed: {reason}; retrying this file with backoff (at most every {} s), the others go on",
+                self.alias,
+                BACKOFF_CAP.as_secs()
+            );
+        } else {
+            debug!("upload of {} failed again: {reason}", self.alias);
+        }
+        let hold = self.hold.as_mut().expect("just set");
+        match round {
+            Round::Flush { .. } => {
+                hold.last_try_spent = true;
+                Step::HeldBack
+            }
+            _ => Step::Wait(hold.until),
+        }
+    }
+
+    /// The upload failed with the server (or the way to it): the file
+    /// stays where it was, but an abandoned offset-0 request may still land
+    /// and truncate the server's copy, so its repair is scheduled.
+    fn not_stored(&mut self, chunk: &Chunk, payload: Payload, e: &Error, timeout: Duration) {
+        if payload == Payload::New && chunk.offset == 0 && e.may_land_late() {
+            Repair::after_abandoned(&mut self.repair, chunk.len, timeout, Instant::now());
+        }
     }
 }
 
@@ -578,12 +652,12 @@ mod tests {
         );
 
         // A quiet file ships at once.
-        assert_eq!(s.pass(Round::Daemon), Pass::Done);
+        assert_eq!(s.pass(Round::DAEMON), Pass::Done);
         assert_eq!(calls.borrow().len(), 1);
         // Lines right after it wait for the interval, then go together.
         append(&log, b"line 2\n");
         append(&log, b"line 3\n");
-        let Pass::Waiting { until } = s.pass(Round::Daemon) else {
+        let Pass::Waiting { until } = s.pass(Round::DAEMON) else {
             panic!("a file shipped just now must wait out the interval");
         };
         assert_eq!(calls.borrow().len(), 1);
@@ -591,16 +665,22 @@ mod tests {
         assert_eq!(s.waiting().collect::<Vec<_>>(), [log.as_path()]);
         // A backlog in another file is not held back meanwhile.
         append(&burst, &vec![b'x'; 3 * CHUNK + 5]);
-        assert!(matches!(s.pass(Round::Daemon), Pass::Waiting { .. }));
+        assert!(matches!(s.pass(Round::DAEMON), Pass::Waiting { .. }));
         assert_eq!(calls.borrow().len(), 1 + 4, "four chunks back to back");
         sleep_until(until);
-        assert_eq!(s.pass(Round::Daemon), Pass::Done);
+        assert_eq!(s.pass(Round::DAEMON), Pass::Done);
         assert_eq!(calls.borrow().len(), 6, "lines 2 and 3 in one request");
         assert_eq!(s.files[0].cursor.shipped(), 21);
         // With a deadline (--exit, the flush at shutdown) nothing waits.
         append(&log, b"line 4\n");
         let soon = Instant::now() + Duration::from_secs(5);
-        assert_eq!(s.pass(Round::Once { deadline: soon }), Pass::Done);
+        assert_eq!(
+            s.pass(Round::Once {
+                deadline: soon,
+                stop: Stop::ON_SIGNAL,
+            }),
+            Pass::Done
+        );
         assert_eq!(calls.borrow().len(), 7);
     }
 
@@ -625,7 +705,7 @@ mod tests {
             if n == 15 {
                 append(&quiet, b"first line after a quiet spell\n");
                 let before = calls.borrow().len();
-                s.pass(Round::Daemon);
+                s.pass(Round::DAEMON);
                 assert!(
                     calls.borrow()[before..]
                         .iter()
@@ -633,7 +713,7 @@ mod tests {
                     "the quiet file's first line must go at once"
                 );
             }
-            s.pass(Round::Daemon);
+            s.pass(Round::DAEMON);
             next_line += Duration::from_millis(20);
         }
         let wrote_for = start.elapsed();
@@ -650,6 +730,35 @@ mod tests {
     }
 
     #[test]
+    fn a_round_ends_when_its_stop_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        append(&dir.path().join("x.log"), b"pending\n");
+        let server = Recording::default();
+        let calls = server.calls.clone();
+        let mut s = shipper(
+            server,
+            dir.path(),
+            &["x.log"],
+            Pacing::Fixed(Duration::ZERO),
+        );
+        let stopped = Stop(|| true);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for round in [
+            Round::Daemon { stop: stopped },
+            Round::Once {
+                deadline,
+                stop: stopped,
+            },
+        ] {
+            assert_eq!(s.pass(round), Pass::Interrupted);
+        }
+        assert!(calls.borrow().is_empty(), "no request after the stop");
+        // The flush is not ended by it: it is what a stop leads to.
+        assert_eq!(s.pass(Round::Flush { deadline }), Pass::Done);
+        assert_eq!(calls.borrow().len(), 1);
+    }
+
+    #[test]
     fn a_quiet_file_lets_go_of_its_descriptor() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("x.log");
@@ -661,14 +770,14 @@ mod tests {
             Pacing::Fixed(Duration::ZERO),
         );
         // Shipped, and kept open for the next append...
-        assert_eq!(s.pass(Round::Daemon), Pass::Done);
+        assert_eq!(s.pass(Round::DAEMON), Pass::Done);
         assert!(s.files[0].cursor.holds_open());
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(s.pass(Round::Daemon), Pass::Done);
+        assert_eq!(s.pass(Round::DAEMON), Pass::Done);
         assert!(s.files[0].cursor.holds_open());
         // ...until a pass finds it quiet for that long.
         std::thread::sleep(KEEP_OPEN);
-        assert_eq!(s.pass(Round::Daemon), Pass::Done);
+        assert_eq!(s.pass(Round::DAEMON), Pass::Done);
         assert!(!s.files[0].cursor.holds_open());
     }
 
@@ -690,7 +799,7 @@ mod tests {
         );
 
         // Not Failed: that would hold back every file until the retry.
-        let Pass::Waiting { until } = s.pass(Round::Daemon) else {
+        let Pass::Waiting { until } = s.pass(Round::DAEMON) else {
             panic!("a fault on one file must leave the others flowing");
         };
         assert!(until > Instant::now());
@@ -698,14 +807,14 @@ mod tests {
 
         // The held file is not retried before its time; the other ships.
         std::fs::write(path("small.log"), b"first\nsecond\n").unwrap();
-        assert!(matches!(s.pass(Round::Daemon), Pass::Waiting { .. }));
+        assert!(matches!(s.pass(Round::DAEMON), Pass::Waiting { .. }));
         assert_eq!(s.files[1].cursor.shipped(), 13);
         assert_eq!(s.files[0].cursor.shipped(), 0);
 
         // Once due, it is retried; faulting again, it waits again. (Done
         // would leave it unsent until some file changes.)
         sleep_until(until);
-        let Pass::Waiting { until: again } = s.pass(Round::Daemon) else {
+        let Pass::Waiting { until: again } = s.pass(Round::DAEMON) else {
             panic!("a file that faulted again must be waited for");
         };
         assert!(again > until);
@@ -726,7 +835,7 @@ mod tests {
             &["big.log"],
             Pacing::Fixed(Duration::ZERO),
         );
-        let Pass::Waiting { until } = s.pass(Round::Daemon) else {
+        let Pass::Waiting { until } = s.pass(Round::DAEMON) else {
             panic!("held");
         };
         assert!(until > Instant::now());
@@ -772,12 +881,12 @@ mod tests {
             Pacing::Fixed(Duration::ZERO),
         );
         // The first request (offset 0, 1000 bytes) times out; it is retried.
-        let Pass::Failed { retry_at } = s.pass(Round::Daemon) else {
+        let Pass::Failed { retry_at } = s.pass(Round::DAEMON) else {
             panic!("a timeout is a failure");
         };
         sleep_until(retry_at);
         append(&log, &vec![b'b'; 500]);
-        let Pass::Waiting { until } = s.pass(Round::Daemon) else {
+        let Pass::Waiting { until } = s.pass(Round::DAEMON) else {
             panic!("a repair is due later");
         };
         assert_eq!(s.files[0].cursor.shipped(), 1500);
@@ -790,7 +899,7 @@ mod tests {
         // chunk go again, at their offsets, never at 0.
         sleep_until(until);
         let before = calls.borrow().len();
-        s.pass(Round::Daemon);
+        s.pass(Round::DAEMON);
         assert_eq!(
             calls.borrow()[before..],
             [("anaconda.log".to_string(), 1000)]
@@ -806,7 +915,7 @@ mod tests {
         let version = crate::client::tests::version_answer("4.0.0b7");
         let t = Scripted::new(vec![Ok(crate::client::tests::FALSE), Ok(&version)]);
         let mut s = shipper(t, dir.path(), &["x.log"], Pacing::Fixed(Duration::ZERO));
-        assert!(matches!(s.pass(Round::Daemon), Pass::Failed { .. }));
-        assert_eq!(s.outage, Some("refused"));
+        assert!(matches!(s.pass(Round::DAEMON), Pass::Failed { .. }));
+        assert_eq!(s.link.outage, Some("refused"));
     }
 }

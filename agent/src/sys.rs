@@ -50,8 +50,8 @@ pub(crate) fn begin_final_flush() {
     PHASE.store(Phase::Flushing as u8, Ordering::SeqCst);
 }
 
-/// A self-pipe: anything that wants the main loop to look again (a signal, a
-/// file event from notify's thread) writes a byte; the loop sleeps in
+/// A self-pipe: anything that wants the main loop to look again (a signal)
+/// writes a byte; the loop sleeps in
 /// `poll(2)` on the read end. One mechanism that works on every kernel and
 /// costs no wake-ups while nothing happens.
 pub(crate) struct WakePipe {
@@ -63,15 +63,100 @@ pub(crate) struct WakePipe {
 pub(crate) struct Woke {
     /// The extra descriptor reported a change.
     pub extra: bool,
+    /// The event descriptor (inotify) has something to read.
+    pub events: bool,
 }
 
-/// A handle that can wake the main loop from another thread.
-#[derive(Clone, Copy)]
-pub(crate) struct Waker(RawFd);
+/// An inotify instance, read by the main loop itself: no thread of its
+/// own, so an event costs one wake-up, and an event the loop has no use for
+/// is one it asked not to get (see `events`). `inotify_init1` needs Linux
+/// 2.6.27; before it the caller polls, as it did with notify.
+pub(crate) struct Inotify {
+    fd: std::os::fd::OwnedFd,
+}
 
-impl Waker {
-    pub(crate) fn wake(&self) {
-        wake_fd(self.0);
+/// One inotify event: the watch it came from, what happened, and for a
+/// directory's watch the name of the entry inside it.
+pub(crate) struct InotifyEvent<'a> {
+    pub wd: i32,
+    pub mask: u32,
+    pub name: &'a std::ffi::OsStr,
+}
+
+impl Inotify {
+    pub(crate) fn new() -> io::Result<Inotify> {
+        // SAFETY: inotify_init1 takes flags only.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor we just created and own from here.
+        Ok(Inotify {
+            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
+    }
+
+    /// Watches `path` (through a symlink) for the events in `mask`, added
+    /// to what it is watched for already; the watch's descriptor.
+    pub(crate) fn add_watch(&self, path: &Path, mask: u32) -> io::Result<i32> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a NUL-terminated path that lives across the call.
+        let wd = unsafe { libc::inotify_add_watch(self.as_raw_fd(), c.as_ptr(), mask) };
+        if wd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(wd)
+    }
+
+    /// Ends a watch. A watch already gone (its file deleted) is no error
+    /// worth reporting.
+    pub(crate) fn rm_watch(&self, wd: i32) {
+        // SAFETY: plain integers.
+        unsafe {
+            libc::inotify_rm_watch(self.as_raw_fd(), wd);
+        }
+    }
+
+    /// Reads every queued event, in as few reads as the buffer allows, and
+    /// hands each to `each`.
+    pub(crate) fn read_events(&self, buf: &mut [u8], mut each: impl FnMut(InotifyEvent<'_>)) {
+        use std::os::unix::ffi::OsStrExt;
+        const HEAD: usize = std::mem::size_of::<libc::inotify_event>();
+        loop {
+            // SAFETY: reading into a valid buffer of the given length from
+            // our own non-blocking descriptor.
+            let n = unsafe { libc::read(self.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let Ok(n) = usize::try_from(n) else {
+                return; // EAGAIN: all read (or EINTR: the loop looks again)
+            };
+            if n == 0 {
+                return;
+            }
+            let mut at = 0;
+            while at + HEAD <= n {
+                // SAFETY: the kernel wrote a whole inotify_event header at
+                // `at`; read_unaligned copes with the byte buffer's
+                // alignment.
+                let ev: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+                let len = ev.len as usize;
+                let name = buf.get(at + HEAD..at + HEAD + len).unwrap_or_default();
+                let name = name.split(|b| *b == 0).next().unwrap_or_default();
+                each(InotifyEvent {
+                    wd: ev.wd,
+                    mask: ev.mask,
+                    name: std::ffi::OsStr::from_bytes(name),
+                });
+                at += HEAD + len;
+            }
+        }
     }
 }
 
@@ -100,14 +185,15 @@ impl WakePipe {
         })
     }
 
-    pub(crate) fn waker(&self) -> Waker {
-        Waker(self.write)
-    }
-
     /// Sleeps until woken, until `extra` (if any) reports an exceptional
     /// condition (POLLPRI/POLLERR: how /proc/mounts signals a mount), or
     /// until `timeout` passes (`None`: no limit); then empties the pipe.
-    pub(crate) fn wait(&self, timeout: Option<Duration>, extra: Option<RawFd>) -> Woke {
+    pub(crate) fn wait(
+        &self,
+        timeout: Option<Duration>,
+        extra: Option<RawFd>,
+        events: Option<RawFd>,
+    ) -> Woke {
         let mut fds = [
             libc::pollfd {
                 fd: self.read,
@@ -117,6 +203,11 @@ impl WakePipe {
             libc::pollfd {
                 fd: extra.unwrap_or(-1),
                 events: libc::POLLPRI,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: events.unwrap_or(-1),
+                events: libc::POLLIN,
                 revents: 0,
             },
         ];
@@ -131,7 +222,10 @@ impl WakePipe {
             )
         };
         if n <= 0 {
-            return Woke { extra: false };
+            return Woke {
+                extra: false,
+                events: false,
+            };
         }
         if fds[0].revents != 0 {
             let mut buf = [0u8; 256];
@@ -141,6 +235,7 @@ impl WakePipe {
         }
         Woke {
             extra: fds[1].revents & (libc::POLLPRI | libc::POLLERR) != 0,
+            events: fds[2].revents != 0,
         }
     }
 

@@ -7,6 +7,7 @@ use crate::sys::Ready;
 use std::io::{IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
@@ -39,11 +40,56 @@ const HOLD: usize = 16 * 1024;
 /// otherwise read /etc/hosts and ask DNS again.
 const RESOLVED_FOR: Duration = Duration::from_secs(60);
 
-/// HTTP/1.1 POST to `http://SERVER:PORT/PATH` with ureq.
+/// How long a kept-alive connection may sit idle and still be used: under
+/// Apache's default KeepAliveTimeout (5 s), so the agent does not race its
+/// close; a server that closes sooner is caught by [`HttpTransport::post`]'s
+/// resend. A busy file's uploads (every 1.5 s) then share one connection
+/// for the whole install.
+const IDLE_AGE: Duration = Duration::from_secs(4);
+
+/// HTTP/1.1 POST to `http://SERVER:PORT/PATH` with ureq, on one kept-alive
+/// connection where the server keeps it (Apache in front of Cobbler,
+/// anamon-receiver). Cobbler's own server closes every connection.
 pub(crate) struct HttpTransport {
     /// `http://host:port`, without a path.
     base: String,
     agent: ureq::Agent,
+    attempt: Arc<Attempt>,
+}
+
+/// What the connection under the request in flight saw: shared with the
+/// connections, since ureq does not say whether it reused one.
+#[derive(Debug, Default)]
+struct Attempt {
+    /// Counts requests; a connection that sees a new number starts one.
+    number: AtomicU64,
+    /// The request went out on a connection that had carried one before.
+    reused: AtomicBool,
+    /// A byte of the answer arrived.
+    answered: AtomicBool,
+}
+
+impl Attempt {
+    fn begin(&self) {
+        self.number.fetch_add(1, Ordering::Relaxed);
+        self.reused.store(false, Ordering::Relaxed);
+        self.answered.store(false, Ordering::Relaxed);
+    }
+
+    /// A kept-alive connection the server had closed (or closed as the
+    /// request went out): nothing of an answer came, so the request can go
+    /// again on a new one. An upload at an offset lands the same bytes in
+    /// the same place twice, so a resend is safe even if the server did
+    /// act on it. A timeout is not a close, and a shutdown is not retried.
+    fn server_closed_it(&self, e: &ureq::Error) -> bool {
+        self.reused.load(Ordering::Relaxed)
+            && !self.answered.load(Ordering::Relaxed)
+            && match e {
+                ureq::Error::Timeout(_) => false,
+                ureq::Error::Io(io) => io.kind() != std::io::ErrorKind::Interrupted,
+                _ => true,
+            }
+    }
 }
 
 impl HttpTransport {
@@ -54,16 +100,17 @@ impl HttpTransport {
             .user_agent(concat!("anamon/", env!("CARGO_PKG_VERSION")))
             .input_buffer_size(INPUT_BUFFER)
             .output_buffer_size(OUTPUT_BUFFER)
-            // Cobbler's own server closes every connection; Apache in front
-            // of it keeps one alive for 5 s (KeepAliveTimeout), so one idle
-            // connection, reused only while surely still open, saves a
-            // connect per upload there without racing Apache's close.
+            // One server, one request at a time: one connection.
             .max_idle_connections(1)
             .max_idle_connections_per_host(1)
-            .max_idle_age(Duration::from_secs(2))
+            .max_idle_age(IDLE_AGE)
             .build();
-        let agent =
-            ureq::Agent::with_parts(config, OwnConnector::default(), CachingResolver::default());
+        let attempt = Arc::new(Attempt::default());
+        let connector = OwnConnector {
+            spare: Arc::default(),
+            attempt: attempt.clone(),
+        };
+        let agent = ureq::Agent::with_parts(config, connector, CachingResolver::default());
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -72,22 +119,26 @@ impl HttpTransport {
         HttpTransport {
             base: format!("http://{host}:{port}"),
             agent,
+            attempt,
         }
     }
-}
 
-impl Transport for HttpTransport {
-    fn post(&mut self, path: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
-        let url = format!("{}{path}", self.base);
+    /// One try: the response's status, whether it is a web page, its body.
+    fn send(
+        &mut self,
+        url: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<(u16, bool, Vec<u8>), ureq::Error> {
+        self.attempt.begin();
         let resp = self
             .agent
-            .post(&url)
+            .post(url)
             .header("Content-Type", "text/xml")
             .config()
             .timeout_global(Some(timeout))
             .build()
-            .send(body)
-            .map_err(transport_error)?;
+            .send(body)?;
         let status = resp.status().as_u16();
         let html = resp
             .headers()
@@ -98,8 +149,27 @@ impl Transport for HttpTransport {
             .into_body()
             .with_config()
             .limit(MAX_RESPONSE)
-            .read_to_vec()
-            .map_err(transport_error)?;
+            .read_to_vec()?;
+        Ok((status, html, body))
+    }
+}
+
+impl Transport for HttpTransport {
+    fn post(&mut self, path: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
+        let url = format!("{}{path}", self.base);
+        let start = Instant::now();
+        let (status, html, body) = match self.send(&url, body, timeout) {
+            Err(e) if self.attempt.server_closed_it(&e) => {
+                debug!("the server had closed the kept-alive connection ({e}); sending again on a new one");
+                let left = timeout.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    return Err(transport_error(e));
+                }
+                self.send(&url, body, left)
+            }
+            r => r,
+        }
+        .map_err(transport_error)?;
         if status != 200 {
             return Err(Error::Http {
                 status,
@@ -160,9 +230,10 @@ fn page_summary(body: &[u8]) -> String {
 /// abort, with I/O buffers kept from one connection to the next: Cobbler
 /// closes every connection, and fresh buffers for each would be allocated,
 /// mapped, faulted in and unmapped again per upload.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct OwnConnector {
     spare: Arc<Mutex<Vec<IoBuffers>>>,
+    attempt: Arc<Attempt>,
 }
 
 impl Connector<()> for OwnConnector {
@@ -197,6 +268,9 @@ impl Connector<()> for OwnConnector {
                         buffers: Some(buffers),
                         spare: self.spare.clone(),
                         answer_pending: false,
+                        attempt: self.attempt.clone(),
+                        requests: 0,
+                        request: 0,
                     }));
                 }
                 // A shutdown signal: no other address is worth a try.
@@ -236,6 +310,11 @@ struct OwnConnection {
     /// Request bytes have just gone out: no answer can be there yet, so
     /// the next read waits first instead of failing with EAGAIN.
     answer_pending: bool,
+    attempt: Arc<Attempt>,
+    /// How many requests this connection has carried.
+    requests: u32,
+    /// The number of the attempt it carries now.
+    request: u64,
 }
 
 impl Drop for OwnConnection {
@@ -248,6 +327,19 @@ impl Drop for OwnConnection {
 }
 
 impl OwnConnection {
+    /// Called as a request's bytes go out: notes whether this connection
+    /// carried one before.
+    fn starts_request(&mut self) {
+        let number = self.attempt.number.load(Ordering::Relaxed);
+        if number != self.request {
+            self.request = number;
+            self.attempt
+                .reused
+                .store(self.requests > 0, Ordering::Relaxed);
+            self.requests += 1;
+        }
+    }
+
     fn bufs(&mut self) -> &mut IoBuffers {
         self.buffers.as_mut().expect("buffers until dropped")
     }
@@ -314,6 +406,7 @@ impl UreqTransport for OwnConnection {
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.starts_request();
         let timeout = timeout.for_write();
         let deadline = step_deadline(timeout)?;
         let b = self.bufs();
@@ -340,6 +433,9 @@ impl UreqTransport for OwnConnection {
             match (&*stream).read(b.append_buf()) {
                 Ok(n) => {
                     b.filled += n;
+                    if n > 0 {
+                        self.attempt.answered.store(true, Ordering::Relaxed);
+                    }
                     return Ok(n > 0);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -515,6 +611,9 @@ mod tests {
             buffers: Some(IoBuffers::new(INPUT_BUFFER, OUTPUT_BUFFER)),
             spare: Arc::default(),
             answer_pending: false,
+            attempt: Arc::default(),
+            requests: 0,
+            request: 0,
         };
         for piece in [&b"head;"[..], b"body"] {
             conn.bufs().output[..piece.len()].copy_from_slice(piece);
@@ -568,6 +667,82 @@ mod tests {
         let got = server.join().unwrap();
         let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         assert_eq!(&got[head_end..], &body[..]);
+    }
+
+    /// Reads one request (head and Content-Length body); `None` at EOF.
+    fn read_request(c: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if got.len() >= end + 4 + len {
+                    return Some(got);
+                }
+            }
+            let n = c.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    const KEPT_ALIVE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    /// A server that keeps connections alive and answers every request;
+    /// `close_after(n)` makes it read a connection's n-th request and then
+    /// close it unanswered (the server's idle close racing the request).
+    /// Counts the connections it accepted.
+    fn keep_alive_server(close_after: Option<usize>) -> (u16, Arc<AtomicU64>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                let mut c = c.unwrap();
+                let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+                std::thread::spawn(move || {
+                    let mut served = 0;
+                    while read_request(&mut c).is_some() {
+                        served += 1;
+                        if first && close_after == Some(served) {
+                            return;
+                        }
+                        c.write_all(KEPT_ALIVE).unwrap();
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    /// Posts `n` requests, each answered; how many connections it took.
+    fn connections_for(n: usize, (port, accepted): (u16, Arc<AtomicU64>)) -> u64 {
+        let mut t = HttpTransport::new("127.0.0.1", port);
+        for _ in 0..n {
+            let answer = t.post("/RPC2", b"x", Duration::from_secs(10)).unwrap();
+            assert_eq!(answer, b"ok");
+        }
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn uploads_share_one_kept_alive_connection() {
+        assert_eq!(connections_for(5, keep_alive_server(None)), 1);
+    }
+
+    #[test]
+    fn a_kept_alive_connection_the_server_closed_is_replaced_at_once() {
+        // The server takes the second request on the connection and closes
+        // it without a word: the request goes again on a new connection,
+        // and the caller sees only the answer.
+        assert_eq!(connections_for(3, keep_alive_server(Some(2))), 2);
     }
 
     #[test]

@@ -348,3 +348,60 @@ fn an_explicit_path_is_never_left_for_the_receiver() {
     assert!(!agent.log_text().contains("uploads now go to"));
     assert_eq!(receiver.stored("anaconda.log"), None);
 }
+
+/// A loopback TCP relay to `upstream` that counts the connections it
+/// accepted: what the agent's keep-alive saves, seen from outside.
+fn counting_relay(upstream: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+            }
+        }
+    });
+    (port, accepted)
+}
+
+#[test]
+fn uploads_of_an_install_share_one_connection() {
+    // anamon-receiver keeps an idle connection for 10 s; lines 2.5 s apart
+    // (a quiet file's pace, longer than the 2 s the agent once kept a
+    // connection) all go on the first one.
+    let dir = Scratch::new("keep-alive");
+    let peer = Peer::receiver(&dir, &[]);
+    let (relay, accepted) = counting_relay(peer.port);
+    let log = dir.path("program.log");
+    append(&log, b"line 0\n");
+    let mut agent = Agent::start(relay, &dir, &watch(&log));
+    peer.assert_mirrors("program.log", &log, LIMIT);
+    for n in 1..4 {
+        std::thread::sleep(Duration::from_millis(2500));
+        append(&log, format!("line {n}\n").as_bytes());
+        peer.assert_mirrors("program.log", &log, LIMIT);
+    }
+    agent.assert_running();
+    let uploads = peer.upload_calls();
+    assert!(uploads >= 4, "{uploads} uploads");
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "connections for {uploads} uploads"
+    );
+}
