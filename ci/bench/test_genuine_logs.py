@@ -43,9 +43,10 @@ class Schedule(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="genuine-logs-test-")
         self.files = {
-            # Two lines of one instant (one write), an indented continuation,
-            # a clock step back by an hour, then 2 s later.
-            "program.log": b"23:59:58,000 INF program: Running... passwd\n"
+            # The ks-script's start, two lines of one instant (one write), an
+            # indented continuation, a clock step back by an hour, then 2 s later.
+            "program.log": b"23:59:56,000 INF program: Running... /bin/sh /tmp/ks-script-abc\n"
+                           b"23:59:58,000 INF program: Running... passwd\n"
                            b"23:59:58,000 DBG program: Locking password for user root.\n"
                            b"  continued\n"
                            b"23:59:59,500 INF program: passwd: Success\n"
@@ -53,7 +54,7 @@ class Schedule(unittest.TestCase):
                            b"23:00:01,500 INF program: last\n",
             # Crosses midnight (a day back, not a step).
             "syslog": b"23:59:59,000 INFO kernel:boot\n00:00:09,000 INFO kernel:later\n",
-            # No times: its lines are program.log's.
+            # No times: its lines are program.log's, logged there when it ended.
             "ks-script-abc.log": b"Locking password for user root.\npasswd: Success\n",
             # No times and nothing matches: spread over the install.
             "dbus.log": b"dbus-daemon[1]: one\ndbus-daemon[1]: two\ndbus-daemon[1]: three\n",
@@ -76,28 +77,30 @@ class Schedule(unittest.TestCase):
 
     def test_times(self):
         events, _, how, install_s = self.schedule()
-        # The install runs from program.log's 23:59:58 to syslog's 00:00:09 the next day.
-        self.assertEqual(install_s, 11.0)
+        # The install runs from program.log's 23:59:56 to syslog's 00:00:09 the next day.
+        self.assertEqual(install_s, 13.0)
         per = {}
         for t, n, d in events:
             per.setdefault(n, []).append((round(t, 3), d))
-        self.assertEqual(per["program.log"][0][1],
+        self.assertEqual(per["program.log"][1][1],
                          b"23:59:58,000 INF program: Running... passwd\n"
                          b"23:59:58,000 DBG program: Locking password for user root.\n  continued\n")
-        # 1.5 s later, then the hour back removed (it continues at the same instant, so in the same
-        # write), then 2 s later; at 2x after the 1 s lead-in.
-        self.assertEqual([t for t, _ in per["program.log"]], [1.0, 1.75, 2.75])
-        self.assertEqual(per["program.log"][1][1], b"23:59:59,500 INF program: passwd: Success\n"
+        # 2 s, 1.5 s later, then the hour back removed (it continues at the same instant, so in the
+        # same write), then 2 s later; at 2x after the 1 s lead-in.
+        self.assertEqual([t for t, _ in per["program.log"]], [1.0, 2.0, 2.75, 3.75])
+        self.assertEqual(per["program.log"][2][1], b"23:59:59,500 INF program: passwd: Success\n"
                                                    b"22:59:59,500 INF program: after the step\n")
-        self.assertEqual(how["program.log"]["clock_steps_removed"], [{"record": 3, "seconds": 3600.0}])
+        self.assertEqual(how["program.log"]["clock_steps_removed"], [{"record": 4, "seconds": 3600.0}])
         # Midnight is no step: syslog's two lines 10 s apart, 5 s at 2x.
-        self.assertEqual([t for t, _ in per["syslog"]], [1.5, 6.5])
+        self.assertEqual([t for t, _ in per["syslog"]], [2.5, 7.5])
         self.assertEqual(how["syslog"]["clock_steps_removed"], [])
-        # The ks-script log borrows program.log's times of the same text.
-        self.assertEqual([t for t, _ in per["ks-script-abc.log"]], [1.0, 1.75])
+        # The ks-script log borrows program.log's times of the same text (2 and 3.5 s), stretched
+        # back to its script's start (0 s): 0 and 3.5 s.
+        self.assertEqual([t for t, _ in per["ks-script-abc.log"]], [1.0, 2.75])
         self.assertTrue(how["ks-script-abc.log"]["how"].startswith("borrowed: 2 of 2"))
+        self.assertIn("stretched back to its script's start", how["ks-script-abc.log"]["how"])
         # dbus.log: one write a line, evenly from the install's first to its last time.
-        self.assertEqual([t for t, _ in per["dbus.log"]], [1.0, 3.75, 6.5])
+        self.assertEqual([t for t, _ in per["dbus.log"]], [1.0, 4.25, 7.5])
         self.assertTrue(how["dbus.log"]["how"].startswith("spread evenly"))
         self.assertNotIn("empty.log", per)
 
