@@ -43,7 +43,7 @@ class Schedule(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="genuine-logs-test-")
         self.files = {
-            # The ks-script's start, two lines of one instant (one write), an
+            # A ks-script's start, two lines of one instant (one write), an
             # indented continuation, a clock step back by an hour, then 2 s later.
             "program.log": b"23:59:56,000 INF program: Running... /bin/sh /tmp/ks-script-abc\n"
                            b"23:59:58,000 INF program: Running... passwd\n"
@@ -94,11 +94,11 @@ class Schedule(unittest.TestCase):
         # Midnight is no step: syslog's two lines 10 s apart, 5 s at 2x.
         self.assertEqual([t for t, _ in per["syslog"]], [2.5, 7.5])
         self.assertEqual(how["syslog"]["clock_steps_removed"], [])
-        # The ks-script log borrows program.log's times of the same text (2 and 3.5 s), stretched
-        # back to its script's start (0 s): 0 and 3.5 s.
-        self.assertEqual([t for t, _ in per["ks-script-abc.log"]], [1.0, 2.75])
+        # The ks-script log borrows program.log's times of the same text (2 and 3.5 s) and is
+        # written at once after the last, as anaconda writes a script's log.
+        self.assertEqual(per["ks-script-abc.log"], [(2.75, self.files["ks-script-abc.log"])])
         self.assertTrue(how["ks-script-abc.log"]["how"].startswith("borrowed: 2 of 2"))
-        self.assertIn("stretched back to its script's start", how["ks-script-abc.log"]["how"])
+        self.assertIn("written at once", how["ks-script-abc.log"]["how"])
         # dbus.log: one write a line, evenly from the install's first to its last time.
         self.assertEqual([t for t, _ in per["dbus.log"]], [1.0, 4.25, 7.5])
         self.assertTrue(how["dbus.log"]["how"].startswith("spread evenly"))
