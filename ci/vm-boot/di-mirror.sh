@@ -4,13 +4,15 @@
 # under target/vm-boot/debian-installer (a rerun downloads nothing).
 # Sourced by ci/vm-boot/debian-installer; runs outside its network namespace.
 #
-#   di_mirror OUT SUITE KABI
+#   di_mirror OUT SUITE KABI INITRD_STATUS
 #     OUT/dists/SUITE/Release, OUT/dists/SUITE/main/binary-amd64/Packages*
 #     and OUT/dists/SUITE/main/debian-installer/binary-amd64/Packages*,
 #     OUT/pool/deb/*.deb and OUT/pool/udeb/*.udeb. The udebs: every udeb of SUITE's
 #     main/debian-installer that the mirror apt uses serves, kernel module
 #     udebs only for KABI (the netboot kernel's `uname -r`: anna loads only
-#     those); what it does not serve is listed in OUT/MISSING-UDEBS. The
+#     those); what it does not serve is listed in OUT/MISSING-UDEBS, and
+#     di_udebs (below) makes those d-i's install path needs from Debian's
+#     own debs and sources where the mirror has them. The
 #     debs: what debootstrap installs by default (Priority required and
 #     important), the kernel (linux-image-amd64 with its recommends) and
 #     grub-pc, with their dependencies, as apt resolves them against an
