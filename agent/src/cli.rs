@@ -73,8 +73,8 @@ pub(crate) struct Args {
     #[argh(option, default = "120")]
     exit_timeout: u64,
     /// milliseconds between two uploads of a file that keeps growing (default
-    /// 1500): a file's first change after a quiet spell ships at once, later
-    /// ones gather, and the pace widens while the server is slow or failing
+    /// 1800): a file's first change after a quiet spell ships at once, later
+    /// ones gather, and the pace widens while the server struggles
     #[argh(option)]
     pace: Option<u64>,
     /// milliseconds between two uploads of a file, fixed, instead of --pace:

@@ -43,7 +43,7 @@ const RESOLVED_FOR: Duration = Duration::from_secs(60);
 /// How long a kept-alive connection may sit idle and still be used: under
 /// Apache's default KeepAliveTimeout (5 s), so the agent does not race its
 /// close; a server that closes sooner is caught by [`HttpTransport::post`]'s
-/// resend. A busy file's uploads (every 1.5 s) then share one connection
+/// resend. A busy file's uploads (every 1.8 s) then share one connection
 /// for the whole install.
 const IDLE_AGE: Duration = Duration::from_secs(4);
 
