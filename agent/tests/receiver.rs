@@ -397,6 +397,12 @@ fn uploads_of_an_install_share_one_connection() {
         peer.assert_mirrors("program.log", &log, LIMIT);
     }
     agent.assert_running();
+    // The receiver writes a call's log line after it has stored the bytes
+    // assert_mirrors saw: wait for the line, do not race it.
+    let waited = std::time::Instant::now();
+    while peer.upload_calls() < 4 && waited.elapsed() < LIMIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let uploads = peer.upload_calls();
     assert!(uploads >= 4, "{uploads} uploads");
     assert_eq!(
