@@ -129,7 +129,7 @@ pub(crate) fn run(cfg: Config) -> u8 {
 fn describe_mode(mode: Mode) -> String {
     match mode {
         Mode::Daemon(Pacing::Adaptive { cadence, .. }) => format!(
-            "a quiet file ships at once, a busy one every {} ms",
+            "after a quiet spell a change ships at once, in a busy install lines reach the server within {} ms",
             cadence.as_millis()
         ),
         Mode::Daemon(Pacing::Fixed(d)) => {

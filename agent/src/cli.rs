@@ -72,9 +72,11 @@ pub(crate) struct Args {
     /// (default 120)
     #[argh(option, default = "120")]
     exit_timeout: u64,
-    /// milliseconds between two uploads of a file that keeps growing (default
-    /// 1800): a file's first change after a quiet spell ships at once, later
-    /// ones gather, and the pace widens while the server struggles
+    /// milliseconds a line written while the install is busy may take to
+    /// reach the server (default 1900): after a quiet spell the first change
+    /// ships at once, in a busy install a file's new lines gather this long
+    /// less the server's answer time, and the pace widens while the server
+    /// struggles
     #[argh(option)]
     pace: Option<u64>,
     /// milliseconds between two uploads of a file, fixed, instead of --pace:

@@ -7,10 +7,17 @@
 //! shipping every burst as it happens costs the server more than Python
 //! anamon's whole-file resends every 5 s. So:
 //!
-//! - the first change to a file after a quiet spell ships at once (a hang or
-//!   an error shows up within milliseconds);
-//! - a file that keeps growing ships at most once per cadence, each upload
-//!   carrying everything written meanwhile;
+//! - after a quiet spell of the whole install (no file had bytes to ship
+//!   for a cadence), the first change ships at once: a hang or an error
+//!   shows up within milliseconds;
+//! - while the install is busy, a file's new bytes gather from the moment
+//!   they are first seen until a cadence later, less the server's recent
+//!   answer time, and then go in one upload: the line that started the
+//!   gathering is on the server a cadence after it was written, and every
+//!   later one sooner. Counting from the first unsent line, not from the
+//!   last upload, lets each upload carry a whole cadence of writes: on the
+//!   genuine-shaped replays this takes a fifth fewer requests for the same
+//!   longest wait (`ci/bench/README.md`);
 //! - a backlog (a crash dump written at once) goes chunk after chunk;
 //! - all paced uploads together stay within a request-rate budget that
 //!   follows what the server keeps up with: as many as would keep it busy
@@ -34,24 +41,27 @@ use std::time::{Duration, Instant};
 /// How the daemon paces uploads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pacing {
-    /// The default: a quiet file ships at once, a busy one once per
-    /// `cadence`, all of them within `per_second` paced requests.
+    /// The default: after a quiet spell the first change ships at once;
+    /// in a busy install new bytes gather for `cadence` (less the server's
+    /// answer time); all files together within `per_second` paced
+    /// requests.
     Adaptive { cadence: Duration, per_second: u32 },
     /// `--min-interval`: after an upload that caught a file up, its next
     /// upload waits this long. No budget, no widening.
     Fixed(Duration),
 }
 
-/// The default cadence of a busy file: a line waits at most this, plus an
-/// answer, so it stays under 2 s with room for the answers of a busy
-/// server. Chosen from replays of genuine installs' logs by their own
-/// times (`ci/bench/run --genuine-logs`, RHEL 8.3 and Rocky 9.1 at 5x; the
-/// figures are in ci/bench/README.md): at 1.5 s the Rocky build cost more
-/// requests than Python anamon (90 against 84) and Cobbler 0.71-0.81 of
-/// its CPU; at 1.7 s 82 against 84 but 0.76-0.80 of the CPU; at 1.8 s
-/// 76-79 against 84-85 and 0.70-0.73, with the p99 line at 1.80 s (2.14 s
-/// on the 2-core machine at load 8).
-pub(crate) const DEFAULT_CADENCE: Duration = Duration::from_millis(1800);
+/// The default cadence: how long after it was written a line of a busy
+/// install is on the server, answer included, while the server keeps up.
+/// It leaves 100 ms of the 2 s a line may take for a late timer and an
+/// answer slower than the recent ones. Chosen from replays of genuine
+/// installs' logs by their own times (`ci/bench/run --genuine-logs`, RHEL
+/// 8.3 and Rocky 9.1 at 5x) and of the synthetic genuine-shaped and
+/// Rocky-dense replays; the figures are in ci/bench/README.md. Fifteen
+/// files busy at once need 15 requests per cadence whatever the rule, so
+/// the cadence alone decides whether the densest install costs fewer
+/// requests than Python anamon's 5 s polls: at 1.8 s it cost as many.
+pub(crate) const DEFAULT_CADENCE: Duration = Duration::from_millis(1900);
 /// The default floor of the budget: paced requests per second, all files
 /// together, that the budget allows however slow the server's answers.
 pub(crate) const DEFAULT_PER_SECOND: u32 = 4;
@@ -82,13 +92,19 @@ const SIZE_CLASSES: usize = 8;
 /// What the pacing knows of one file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum FilePace {
-    /// Nothing shipped yet, or new bytes after the agent started.
+    /// Not looked at yet: what a file holds when the agent first finds it
+    /// goes at once (it was written before anyone could ship it). Found
+    /// empty, it is caught up.
     #[default]
     Fresh,
     /// The last upload was a full chunk: more is waiting behind it.
     Backlog,
-    /// The last upload gave the server all the file had, at this instant.
+    /// The last upload gave the server all the file had, at this instant,
+    /// and no newer bytes have been seen since.
     CaughtUp(Instant),
+    /// Bytes newer than the last upload were first seen at this instant,
+    /// while the install was busy: they gather until their cadence is up.
+    Gathering(Instant),
 }
 
 impl FilePace {
@@ -121,6 +137,9 @@ pub(crate) struct Pacer {
     usual: [Option<Duration>; SIZE_CLASSES],
     /// The server's recent answer time, any size (a moving average).
     recent: Option<Duration>,
+    /// When a file last had bytes to ship (a paced upload went, or a pass
+    /// found new bytes): the install is quiet once this is a cadence old.
+    last_busy: Option<Instant>,
 }
 
 impl Pacer {
@@ -133,26 +152,71 @@ impl Pacer {
             budget_at: None,
             usual: [None; SIZE_CLASSES],
             recent: None,
+            last_busy: None,
         }
     }
 
     /// When a file with new bytes may next be uploaded (now or earlier:
     /// at once).
     pub(crate) fn due(&self, pace: FilePace, now: Instant) -> Instant {
-        let (after, budget) = match pace {
-            FilePace::Backlog => return now,
-            FilePace::Fresh => (now, true),
-            FilePace::CaughtUp(at) => (at + self.interval(), true),
+        let after = match (self.pacing, pace) {
+            (_, FilePace::Backlog) => return now,
+            (_, FilePace::Fresh) => now,
+            (Pacing::Fixed(d), FilePace::CaughtUp(at) | FilePace::Gathering(at)) => return at + d,
+            (Pacing::Adaptive { .. }, FilePace::CaughtUp(_)) if self.is_quiet(now) => now,
+            // Bytes seen now would gather from now: see `saw_news`.
+            (Pacing::Adaptive { .. }, FilePace::CaughtUp(_)) => now + self.gathering_time(),
+            (Pacing::Adaptive { .. }, FilePace::Gathering(since)) => since + self.gathering_time(),
         };
-        match (self.pacing, budget) {
-            (Pacing::Adaptive { .. }, true) => after.max(self.budget_free_at(now)),
-            _ => after,
+        match self.pacing {
+            Pacing::Adaptive { .. } => after.max(self.budget_free_at(now)),
+            Pacing::Fixed(_) => after,
+        }
+    }
+
+    /// A pass found bytes the server lacks in a file that is not due yet:
+    /// a caught-up file starts gathering them now.
+    pub(crate) fn saw_news(&mut self, pace: &mut FilePace, now: Instant) {
+        self.last_busy = Some(now);
+        if let (Pacing::Adaptive { .. }, FilePace::CaughtUp(_)) = (self.pacing, *pace) {
+            *pace = FilePace::Gathering(now);
+        }
+    }
+
+    /// A file that was due had nothing to send: the server has all it
+    /// holds (an empty file the installer made ahead, or what gathered is
+    /// gone), so its next bytes are paced like any caught-up file's.
+    /// (`--min-interval` counts only from uploads.)
+    pub(crate) fn nothing_to_send(&self, pace: &mut FilePace, now: Instant) {
+        if let (Pacing::Adaptive { .. }, FilePace::Fresh | FilePace::Gathering(_)) =
+            (self.pacing, *pace)
+        {
+            *pace = FilePace::CaughtUp(now);
+        }
+    }
+
+    /// Whether no file has had bytes to ship for a cadence (widened).
+    fn is_quiet(&self, now: Instant) -> bool {
+        self.last_busy
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.interval())
+    }
+
+    /// How long new bytes of a busy install gather before their upload:
+    /// the cadence, less the server's recent answer time (at most a quarter
+    /// of the cadence), so that the line that started the gathering is on
+    /// the server a cadence after it was written.
+    fn gathering_time(&self) -> Duration {
+        let answer = self.recent.unwrap_or_default();
+        match self.pacing {
+            Pacing::Adaptive { cadence, .. } => self.interval() - answer.min(cadence / 4),
+            Pacing::Fixed(d) => d,
         }
     }
 
     /// Records that a paced upload (one that was not a backlog's next
     /// chunk) is being sent now.
     pub(crate) fn spend(&mut self, pace: FilePace, now: Instant) {
+        self.last_busy = Some(now);
         if pace == FilePace::Backlog {
             return;
         }
@@ -257,21 +321,105 @@ mod tests {
     }
 
     #[test]
-    fn quiet_files_go_at_once_busy_ones_once_per_cadence() {
-        let p = adaptive();
+    fn after_a_quiet_spell_changes_go_at_once_in_a_busy_install_they_gather() {
+        let mut p = adaptive();
         let t0 = Instant::now();
         assert_eq!(p.due(FilePace::Fresh, t0), t0);
-        // Shipped at t0: new bytes 100 ms later wait for the cadence...
-        let caught_up = FilePace::CaughtUp(t0);
+        p.spend(FilePace::Fresh, t0);
+        // Shipped at t0: bytes seen 100 ms later gather for a cadence from
+        // when they were seen...
+        let mut pace = FilePace::CaughtUp(t0);
+        let seen = t0 + Duration::from_millis(100);
+        assert_eq!(p.due(pace, seen), seen + CADENCE);
+        p.saw_news(&mut pace, seen);
+        assert_eq!(pace, FilePace::Gathering(seen));
+        // ...and later passes do not move that.
+        assert_eq!(p.due(pace, seen + CADENCE / 2), seen + CADENCE);
+        // After a quiet spell of the whole install longer than the
+        // cadence, they go at once.
+        let later = seen + Duration::from_secs(5);
+        assert_eq!(p.due(FilePace::CaughtUp(seen), later), later);
+        // The server's answer time comes off the gathering, so the first
+        // line is on the server a cadence after it was seen.
+        for _ in 0..20 {
+            p.answered(Duration::from_millis(40), 300);
+        }
+        let mut pace = FilePace::CaughtUp(later);
+        p.saw_news(&mut pace, later);
         assert_eq!(
-            p.due(caught_up, t0 + Duration::from_millis(100)),
-            t0 + CADENCE
+            p.due(pace, later),
+            later + CADENCE - Duration::from_millis(40)
         );
-        // ...but after a quiet spell longer than it, they go at once.
-        let later = t0 + Duration::from_secs(5);
-        assert_eq!(p.due(caught_up, later), later);
         // A backlog never waits.
         assert_eq!(p.due(FilePace::Backlog, t0), t0);
+    }
+
+    #[test]
+    fn a_file_found_empty_is_paced_like_a_caught_up_one() {
+        let t0 = Instant::now();
+        let soon = t0 + Duration::from_millis(100);
+        let mut p = adaptive();
+        p.spend(FilePace::Fresh, t0); // another file's upload: the install is busy
+        let mut pace = FilePace::Fresh;
+        p.nothing_to_send(&mut pace, t0);
+        assert_eq!(pace, FilePace::CaughtUp(t0));
+        assert_eq!(p.due(pace, soon), soon + CADENCE, "its first line gathers");
+        // --min-interval counts only from uploads: a file found empty
+        // ships its first bytes at once.
+        let fixed = Pacer::new(Pacing::Fixed(CADENCE));
+        let mut pace = FilePace::Fresh;
+        fixed.nothing_to_send(&mut pace, t0);
+        assert_eq!(fixed.due(pace, soon), soon);
+    }
+
+    /// Uploads of one file written at `writes` (offsets from the start),
+    /// with a pass at each write and at each due time: the daemon's loop,
+    /// with `Instant`s the test makes and a server that answers at once.
+    fn uploads_of(p: &mut Pacer, writes: &[Duration]) -> Vec<Duration> {
+        let t0 = Instant::now();
+        let mut pace = FilePace::Fresh;
+        let mut unsent = 0;
+        let mut uploads = Vec::new();
+        let mut next_write = writes.iter().map(|w| t0 + *w).peekable();
+        let mut due: Option<Instant> = None;
+        loop {
+            let now = match (next_write.peek(), due) {
+                (Some(&w), Some(d)) => w.min(d),
+                (Some(&w), None) => w,
+                (None, Some(d)) => d,
+                (None, None) => return uploads,
+            };
+            while next_write.next_if(|w| *w <= now).is_some() {
+                unsent += 1;
+            }
+            if unsent == 0 {
+                due = None;
+                continue;
+            }
+            let d = p.due(pace, now);
+            if d > now {
+                p.saw_news(&mut pace, now);
+                due = Some(d);
+                continue;
+            }
+            p.spend(pace, now);
+            p.answered(Duration::ZERO, 100);
+            pace = FilePace::CaughtUp(now);
+            uploads.push(now - t0);
+            unsent = 0;
+            due = None;
+        }
+    }
+
+    #[test]
+    fn a_busy_file_gathers_from_its_first_unsent_line_not_from_its_last_upload() {
+        let ms = Duration::from_millis;
+        // A line at 0 (after quiet: at once), then lines at 0.9, 1.5 and
+        // 2.6 cadences. Counting from the last upload would ship at 0, 1,
+        // 2 and 3 cadences; gathering from the first unsent line ships
+        // lines 2 and 3 together at 1.9 cadences, line 4 at 3.6.
+        let uploads = uploads_of(&mut adaptive(), &[ms(0), ms(900), ms(1500), ms(2600)]);
+        assert_eq!(uploads, [ms(0), ms(1900), ms(3600)]);
     }
 
     #[test]
@@ -317,7 +465,7 @@ mod tests {
             p.trouble();
         }
         assert_eq!(p.widening(), 16);
-        assert_eq!(p.due(FilePace::CaughtUp(t0), t0), t0 + CADENCE * 16);
+        assert_eq!(p.due(FilePace::Gathering(t0), t0), t0 + CADENCE * 16);
         p.answered(Duration::from_secs(2), 100);
         assert_eq!(p.widening(), 16, "a slow answer does not narrow");
         for _ in 0..QUICK_TO_NARROW * MAX_WIDEN {
@@ -358,7 +506,11 @@ mod tests {
                     unsent[i].push(next_write[i]);
                     next_write[i] += every;
                 }
-                if unsent[i].is_empty() || p.due(pace[i], now) > now {
+                if unsent[i].is_empty() {
+                    continue;
+                }
+                if p.due(pace[i], now) > now {
+                    p.saw_news(&mut pace[i], now);
                     continue;
                 }
                 p.spend(pace[i], now);
@@ -410,7 +562,7 @@ mod tests {
             p.answered(Duration::from_secs(1), 300);
         }
         assert!(p.widening() >= 4, "{}", p.widening());
-        assert!(p.due(FilePace::CaughtUp(t0), t0) >= t0 + CADENCE * 4);
+        assert!(p.due(FilePace::Gathering(t0), t0) >= t0 + CADENCE * 3);
         assert!(p.budget_step().unwrap() > step_before);
         // Once answers are as quick as before, the pace narrows again.
         for _ in 0..QUICK_TO_NARROW * MAX_WIDEN {

@@ -288,11 +288,16 @@ impl<T: Transport> Link<T> {
             _ => now,
         };
         if due > now {
-            if f.cursor.may_have_news(&f.path) {
+            // A gathering file's news was seen already: no stat for it on
+            // every pass while it waits.
+            if matches!(f.pace, FilePace::Gathering(_)) || f.cursor.may_have_news(&f.path) {
+                self.pacer.saw_news(&mut f.pace, now);
                 return Step::Wait(due);
             }
         } else if let Some(chunk) = self.next_chunk(f) {
             return self.deliver(f, chunk, Payload::New, round);
+        } else {
+            self.pacer.nothing_to_send(&mut f.pace, now);
         }
         match self.repair(f, round, now) {
             Step::Idle => f.quiet(round, now),
@@ -571,6 +576,7 @@ mod tests {
     use crate::client::tests::{Scripted, FAULT, TRUE};
     use crate::client::{Route, Wire, WireChoice};
     use crate::pacing::Pacing;
+    use anamon_xmlrpc::Value;
     use std::cell::RefCell;
     use std::path::PathBuf;
     use std::rc::Rc;
@@ -585,19 +591,12 @@ mod tests {
 
     impl Transport for Recording {
         fn post(&mut self, _: &str, body: &[u8], _: Duration) -> Result<Vec<u8>, Error> {
-            let s = String::from_utf8_lossy(body);
-            let strings: Vec<&str> = s
-                .split("<string>")
-                .skip(1)
-                .filter_map(|x| x.split("</string>").next())
-                .collect();
-            let ints: Vec<u64> = s
-                .split("<int>")
-                .skip(1)
-                .filter_map(|x| x.split("</int>").next()?.parse().ok())
-                .collect();
-            let file = strings.get(1).copied().unwrap_or_default().to_string();
-            self.calls.borrow_mut().push((file.clone(), ints[1]));
+            let call = anamon_xmlrpc::server::parse_call(body).expect("a well-formed call");
+            let (Value::Str(file), Value::Int(offset)) = (&call.params[1], &call.params[3]) else {
+                panic!("not an upload: {:?}", call.params);
+            };
+            let (file, offset) = (file.clone(), *offset as u64);
+            self.calls.borrow_mut().push((file.clone(), offset));
             Ok(if Some(file.as_str()) == self.fault_on {
                 FAULT.as_bytes().to_vec()
             } else {
@@ -685,17 +684,21 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_file_ships_once_per_cadence_and_a_quiet_one_at_once() {
+    fn a_busy_install_gathers_lines_and_a_quiet_one_ships_them_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let (busy, quiet) = (dir.path().join("busy.log"), dir.path().join("quiet.log"));
+        let (busy, other) = (dir.path().join("busy.log"), dir.path().join("other.log"));
         let server = Recording::default();
         let calls = server.calls.clone();
-        let cadence = Duration::from_millis(400);
+        let cadence = Duration::from_millis(200);
         let pacing = Pacing::Adaptive {
             cadence,
             per_second: 100,
         };
-        let mut s = shipper(server, dir.path(), &["busy.log", "quiet.log"], pacing);
+        let mut s = shipper(server, dir.path(), &["busy.log", "other.log"], pacing);
+        let uploads_of = |name: &str| calls.borrow().iter().filter(|(f, _)| f == name).count();
+        append(&other, b"first line\n");
+        s.pass(Round::DAEMON);
+        assert_eq!(uploads_of("other.log"), 1, "the first line goes at once");
         let start = Instant::now();
         let mut next_line = start;
         // 30 lines 20 ms apart into busy.log, passes as the daemon runs them.
@@ -703,29 +706,39 @@ mod tests {
             sleep_until(next_line);
             append(&busy, format!("line {n}\n").as_bytes());
             if n == 15 {
-                append(&quiet, b"first line after a quiet spell\n");
-                let before = calls.borrow().len();
+                // other.log has been quiet for longer than the cadence, but
+                // the install is busy: its line gathers.
+                append(&other, b"a line while busy.log is busy\n");
                 s.pass(Round::DAEMON);
-                assert!(
-                    calls.borrow()[before..]
-                        .iter()
-                        .any(|(f, _)| f == "quiet.log"),
-                    "the quiet file's first line must go at once"
+                assert_eq!(
+                    uploads_of("other.log"),
+                    1,
+                    "a line of a busy install gathers"
                 );
             }
             s.pass(Round::DAEMON);
             next_line += Duration::from_millis(20);
         }
         let wrote_for = start.elapsed();
-        let busy_calls = calls
-            .borrow()
-            .iter()
-            .filter(|(f, _)| f == "busy.log")
-            .count();
+        let busy_calls = uploads_of("busy.log");
         let bound = (wrote_for.as_millis() / cadence.as_millis()) as usize + 1;
         assert!(
             busy_calls <= bound,
             "{busy_calls} uploads of a file written for {wrote_for:?} (at most {bound})"
+        );
+        // What gathered goes when due...
+        while let Pass::Waiting { until } = s.pass(Round::DAEMON) {
+            sleep_until(until);
+        }
+        assert_eq!(uploads_of("other.log"), 2);
+        // ...and after a quiet spell of the whole install, a change goes at once.
+        sleep_until(Instant::now() + cadence + Duration::from_millis(50));
+        append(&other, b"first line after a quiet spell\n");
+        assert_eq!(s.pass(Round::DAEMON), Pass::Done);
+        assert_eq!(uploads_of("other.log"), 3);
+        assert_eq!(
+            s.files[1].cursor.shipped(),
+            std::fs::metadata(&other).unwrap().len()
         );
     }
 

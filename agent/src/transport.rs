@@ -43,8 +43,8 @@ const RESOLVED_FOR: Duration = Duration::from_secs(60);
 /// How long a kept-alive connection may sit idle and still be used: under
 /// Apache's default KeepAliveTimeout (5 s), so the agent does not race its
 /// close; a server that closes sooner is caught by [`HttpTransport::post`]'s
-/// resend. A busy file's uploads (every 1.8 s) then share one connection
-/// for the whole install.
+/// resend. A busy file uploads at least once per pace (1.9 s), so an
+/// install that keeps writing keeps one connection throughout.
 const IDLE_AGE: Duration = Duration::from_secs(4);
 
 /// HTTP/1.1 POST to `http://SERVER:PORT/PATH` with ureq, on one kept-alive

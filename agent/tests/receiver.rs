@@ -265,7 +265,7 @@ fn path_setting_and_wrong_paths() {
 #[test]
 fn one_log_line_per_upload_session_and_a_clean_stop() {
     let dir = Scratch::new("sessions");
-    // Longer than the agent's pace (1.8 s), so one burst is one session.
+    // Longer than the agent's pace (1.9 s), so one burst is one session.
     let mut peer = Peer::receiver(&dir, &["--session-idle", "3"]);
     let log = dir.path("anaconda.log");
     append(&log, b"first\n");

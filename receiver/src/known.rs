@@ -539,12 +539,15 @@ mod tests {
                     }
                     counted.fetch_add(1, Ordering::SeqCst);
                     let text = String::from_utf8_lossy(&req);
-                    let name = text
-                        .split("<string>")
-                        .nth(1)
-                        .and_then(|t| t.split("</string>").next())
-                        .unwrap_or_default()
-                        .to_string();
+                    let body = &req[req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+                    let name = match anamon_xmlrpc::server::parse_call(body)
+                        .unwrap()
+                        .params
+                        .first()
+                    {
+                        Some(Value::Str(name)) => name.clone(),
+                        _ => String::new(),
+                    };
                     let _ = asked.send(name.clone());
                     let body = match (text.contains("get_system"), reply(&name)) {
                         (true, Reply::Known) => KNOWN,

@@ -136,17 +136,17 @@ pub fn encode_call_into(out: &mut Vec<u8>, method: &str, params: &[Param<'_>]) {
         })
         .sum();
     out.reserve(payload + 120);
-    out.extend_from_slice(b"<?xml version=\"1.0\"?>\n<methodCall><methodName>");
+    // Only what a parser needs: no XML declaration (optional in XML 1.0),
+    // no line breaks, names as untyped values (XML-RPC's default type is
+    // string). Every upload carries this envelope, so each byte of it
+    // counts once per request.
+    out.extend_from_slice(b"<methodCall><methodName>");
     push_escaped(out, method);
-    out.extend_from_slice(b"</methodName><params>\n");
+    out.extend_from_slice(b"</methodName><params>");
     for p in params {
         out.extend_from_slice(b"<param><value>");
         match *p {
-            Param::Str(s) => {
-                out.extend_from_slice(b"<string>");
-                push_escaped(out, s);
-                out.extend_from_slice(b"</string>");
-            }
+            Param::Str(s) => push_escaped(out, s),
             // Python's marshaller writes <int> and its parser reads <int>,
             // <i4> and <i8> of any size; <i8> marks what does not fit 32 bits
             // for stricter servers.
@@ -165,9 +165,9 @@ pub fn encode_call_into(out: &mut Vec<u8>, method: &str, params: &[Param<'_>]) {
                 out.extend_from_slice(b"</string>");
             }
         }
-        out.extend_from_slice(b"</value></param>\n");
+        out.extend_from_slice(b"</value></param>");
     }
-    out.extend_from_slice(b"</params></methodCall>\n");
+    out.extend_from_slice(b"</params></methodCall>");
 }
 
 pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {
@@ -570,7 +570,8 @@ mod tests {
         );
         let s = String::from_utf8(doc).unwrap();
         assert!(s.contains("<methodName>upload_log_data</methodName>"));
-        assert!(s.contains("<string>a&amp;b&lt;c</string>"));
+        assert!(s.starts_with("<methodCall>"), "{s}");
+        assert!(s.contains("<value>a&amp;b&lt;c</value>"));
         assert!(s.contains("<int>-1</int>"));
         assert!(s.contains("<i8>5368709120</i8>"));
         assert!(s.contains("<base64>AP8=</base64>"));
