@@ -13,8 +13,9 @@
 //! and a file whose new bytes already have a time to go (its pace, a hold)
 //! loses that watch until then: a busy log written line by line then costs
 //! nothing per line while it waits, and the pass at its due time reads it
-//! by its size. The watch comes back before that pass reads the file, so a
-//! write after the read raises an event.
+//! by its size. The watch comes back right after that pass, and one more
+//! pass looks at the file's size (`Agent::pass`), so a write between the
+//! read and the watch is not missed.
 //!
 //! inotify needs `inotify_init1` (Linux 2.6.27); where it fails — RHEL4 and
 //! RHEL5, or an exhausted watch limit — the agent polls.
