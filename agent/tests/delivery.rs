@@ -208,6 +208,50 @@ fn poll_mode_ships_the_same_bytes() {
     agent.assert_running();
 }
 
+/// The inotify watch limit (per user namespace since Linux 5.11) runs out
+/// when a file that appears later needs a watch: the agent says so once,
+/// polls from then on, and loses nothing. The agent runs in a user
+/// namespace of its own whose limit is the two watches it needs at the
+/// start: the directory and the one file there.
+#[test]
+fn out_of_inotify_watches_the_agent_polls_and_loses_nothing() {
+    let userns = std::process::Command::new("unshare")
+        .args(["-Ur", "true"])
+        .status();
+    if !userns.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: this machine gives no user namespaces (unshare -Ur)");
+        return;
+    }
+    let dir = Scratch::new("watch-limit");
+    let peer = Peer::start(CURRENT, &dir);
+    let (first, later) = (dir.path("anaconda.log"), dir.path("program.log"));
+    append(&first, b"watched from the start\n");
+    let bin = agent_bin();
+    let limited = "echo 2 > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\"";
+    let argv = ["unshare", "-Ur", "sh", "-c", limited].map(std::path::Path::new);
+    let argv: Vec<&std::path::Path> = argv.into_iter().chain([bin.as_path()]).collect();
+    let files = format!("{} {}", first.display(), later.display());
+    let mut agent = Agent::start_named(
+        &argv,
+        "127.0.0.1",
+        peer.port,
+        &dir,
+        &["--watchfile", &files],
+    );
+    peer.assert_mirrors("anaconda.log", &first, LIMIT);
+    append(&later, b"a third watch is one too many\n");
+    peer.assert_mirrors("program.log", &later, LIMIT);
+    // Writes to the file with no watch, and to no other: only the poll can
+    // find them.
+    std::thread::sleep(Duration::from_millis(500));
+    append(&later, &binary_bytes(4000, 6));
+    peer.assert_mirrors("program.log", &later, LIMIT);
+    agent.assert_logs("polling every 1 s from now on");
+    append(&first, &binary_bytes(3000, 5));
+    peer.assert_mirrors("anaconda.log", &first, LIMIT);
+    agent.assert_running();
+}
+
 #[test]
 fn special_and_unreadable_files_are_reported_and_skipped() {
     let dir = Scratch::new("special");
