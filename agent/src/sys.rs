@@ -262,14 +262,12 @@ impl WakePipe {
     }
 }
 
-/// Milliseconds for poll(2): at least 1 for a positive wait, -1 for none.
+/// Milliseconds for poll(2), rounded up, -1 for no timeout. Rounded down,
+/// a wait for a file's due time would end up to a millisecond before it:
+/// the pass then finds nothing due and the loop wakes a second time.
 fn poll_ms(timeout: Option<Duration>) -> libc::c_int {
     timeout.map_or(-1, |t| {
-        if t.is_zero() {
-            0
-        } else {
-            libc::c_int::try_from(t.as_millis().max(1)).unwrap_or(libc::c_int::MAX)
-        }
+        libc::c_int::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
     })
 }
 
@@ -723,6 +721,18 @@ fn is_unreaped_child(pid: libc::pid_t) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_poll_never_ends_before_its_timeout() {
+        let ms = |t: Duration| poll_ms(Some(t));
+        assert_eq!(poll_ms(None), -1);
+        assert_eq!(ms(Duration::ZERO), 0);
+        assert_eq!(ms(Duration::from_nanos(1)), 1);
+        assert_eq!(ms(Duration::from_millis(5)), 5);
+        // A file due in 1899.6 ms: a 1899 ms poll would wake before it.
+        assert_eq!(ms(Duration::from_micros(1_899_600)), 1900);
+        assert_eq!(ms(Duration::from_secs(u64::MAX)), libc::c_int::MAX);
+    }
 
     #[test]
     fn spawned_child_writes_to_the_file_and_is_reaped() {
