@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+import xmlrpc.client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -53,7 +54,10 @@ class FakeCobblerd:
                 conn.close()
                 return
             req += chunk
-        if b"get_system" in req and b"<string>web01</string>" in req:
+        # Read as cobblerd reads it (xmlrpc.client), whatever the encoder's
+        # spelling of a string.
+        params, method = xmlrpc.client.loads(req.split(b"\r\n\r\n", 1)[1])
+        if method == "get_system" and params[:1] == ("web01",):
             conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n" % len(KNOWN)
                          + KNOWN)
             conn.close()
