@@ -265,9 +265,15 @@ impl WakePipe {
 /// Milliseconds for poll(2), rounded up, -1 for no timeout. Rounded down,
 /// a wait for a file's due time would end up to a millisecond before it:
 /// the pass then finds nothing due and the loop wakes a second time.
+/// (In u64 parts: a u128 division would pull 128-bit division code into
+/// the 32-bit agents.)
 fn poll_ms(timeout: Option<Duration>) -> libc::c_int {
     timeout.map_or(-1, |t| {
-        libc::c_int::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
+        let ms = t
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(t.subsec_nanos().div_ceil(1_000_000)));
+        libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
     })
 }
 
