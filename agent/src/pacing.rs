@@ -165,8 +165,12 @@ impl Pacer {
             (Pacing::Fixed(d), FilePace::CaughtUp(at) | FilePace::Gathering(at)) => return at + d,
             (Pacing::Adaptive { .. }, FilePace::CaughtUp(_)) if self.is_quiet(now) => now,
             // Bytes seen now would gather from now: see `saw_news`.
-            (Pacing::Adaptive { .. }, FilePace::CaughtUp(_)) => now + self.gathering_time(),
-            (Pacing::Adaptive { .. }, FilePace::Gathering(since)) => since + self.gathering_time(),
+            (Pacing::Adaptive { cadence, .. }, FilePace::CaughtUp(_)) => {
+                now + self.gathering_time(cadence)
+            }
+            (Pacing::Adaptive { cadence, .. }, FilePace::Gathering(since)) => {
+                since + self.gathering_time(cadence)
+            }
         };
         match self.pacing {
             Pacing::Adaptive { .. } => after.max(self.budget_free_at(now)),
@@ -205,12 +209,8 @@ impl Pacer {
     /// the cadence, less the server's recent answer time (at most a quarter
     /// of the cadence), so that the line that started the gathering is on
     /// the server a cadence after it was written.
-    fn gathering_time(&self) -> Duration {
-        let answer = self.recent.unwrap_or_default();
-        match self.pacing {
-            Pacing::Adaptive { cadence, .. } => self.interval() - answer.min(cadence / 4),
-            Pacing::Fixed(d) => d,
-        }
+    fn gathering_time(&self, cadence: Duration) -> Duration {
+        self.interval() - self.recent.unwrap_or_default().min(cadence / 4)
     }
 
     /// Records that a paced upload (one that was not a backlog's next
@@ -372,6 +372,28 @@ mod tests {
         assert_eq!(fixed.due(pace, soon), soon);
     }
 
+    /// One file with unsent bytes takes its turn in a simulated pass, as
+    /// `shipper::Link::step` does: not due, its bytes gather; due, it is
+    /// uploaded now and the server answers `len` bytes after `answer`.
+    /// Returns when the upload was answered, if it went.
+    fn turn(
+        p: &mut Pacer,
+        pace: &mut FilePace,
+        now: Instant,
+        answer: Duration,
+        len: usize,
+    ) -> Option<Instant> {
+        if p.due(*pace, now) > now {
+            p.saw_news(pace, now);
+            return None;
+        }
+        p.spend(*pace, now);
+        p.answered(answer, len);
+        let done = now + answer;
+        *pace = FilePace::CaughtUp(done);
+        Some(done)
+    }
+
     /// Uploads of one file written at `writes` (offsets from the start),
     /// with a pass at each write and at each due time: the daemon's loop,
     /// with `Instant`s the test makes and a server that answers at once.
@@ -396,18 +418,13 @@ mod tests {
                 due = None;
                 continue;
             }
-            let d = p.due(pace, now);
-            if d > now {
-                p.saw_news(&mut pace, now);
-                due = Some(d);
-                continue;
+            if turn(p, &mut pace, now, Duration::ZERO, 100).is_some() {
+                uploads.push(now - t0);
+                unsent = 0;
+                due = None;
+            } else {
+                due = Some(p.due(pace, now));
             }
-            p.spend(pace, now);
-            p.answered(Duration::ZERO, 100);
-            pace = FilePace::CaughtUp(now);
-            uploads.push(now - t0);
-            unsent = 0;
-            due = None;
         }
     }
 
@@ -509,15 +526,9 @@ mod tests {
                 if unsent[i].is_empty() {
                     continue;
                 }
-                if p.due(pace[i], now) > now {
-                    p.saw_news(&mut pace[i], now);
-                    continue;
+                if let Some(done) = turn(&mut p, &mut pace[i], now, answer, 300 * unsent[i].len()) {
+                    waited.extend(unsent[i].drain(..).map(|w| done - w));
                 }
-                p.spend(pace[i], now);
-                p.answered(answer, 300 * unsent[i].len());
-                let done = now + answer;
-                waited.extend(unsent[i].drain(..).map(|w| done - w));
-                pace[i] = FilePace::CaughtUp(done);
             }
             now += tick;
         }

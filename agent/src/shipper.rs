@@ -595,9 +595,9 @@ mod tests {
             let (Value::Str(file), Value::Int(offset)) = (&call.params[1], &call.params[3]) else {
                 panic!("not an upload: {:?}", call.params);
             };
-            let (file, offset) = (file.clone(), *offset as u64);
-            self.calls.borrow_mut().push((file.clone(), offset));
-            Ok(if Some(file.as_str()) == self.fault_on {
+            let faulted = Some(file.as_str()) == self.fault_on;
+            self.calls.borrow_mut().push((file.clone(), *offset as u64));
+            Ok(if faulted {
                 FAULT.as_bytes().to_vec()
             } else {
                 TRUE.as_bytes().to_vec()

@@ -538,18 +538,14 @@ mod tests {
                         }
                     }
                     counted.fetch_add(1, Ordering::SeqCst);
-                    let text = String::from_utf8_lossy(&req);
                     let body = &req[req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
-                    let name = match anamon_xmlrpc::server::parse_call(body)
-                        .unwrap()
-                        .params
-                        .first()
-                    {
+                    let call = anamon_xmlrpc::server::parse_call(body).unwrap();
+                    let name = match call.params.first() {
                         Some(Value::Str(name)) => name.clone(),
                         _ => String::new(),
                     };
                     let _ = asked.send(name.clone());
-                    let body = match (text.contains("get_system"), reply(&name)) {
+                    let body = match (call.method == "get_system", reply(&name)) {
                         (true, Reply::Known) => KNOWN,
                         (_, Reply::Hang) => {
                             // Holds the connection open, answering nothing.
