@@ -117,6 +117,8 @@ pub(crate) fn run(cfg: Config) -> u8 {
         names_changed: true,
         retry_at: None,
         due_at: None,
+        muted: Vec::new(),
+        waiting_now: Vec::new(),
     };
     let status = match cfg.mode {
         Mode::Daemon(_) => agent.ship_forever(),
@@ -194,6 +196,11 @@ struct Agent<T> {
     retry_at: Option<Instant>,
     /// When a pass is next due: a file's pace, a hold, a repair, a retry.
     due_at: Option<Instant>,
+    /// The shipper's files (by index, sorted) whose data events are
+    /// muted: those that ended the last pass waiting.
+    muted: Vec<usize>,
+    /// Scratch for the files waiting after a pass, kept across passes.
+    waiting_now: Vec<usize>,
 }
 
 impl<T: Transport> Agent<T> {
@@ -212,14 +219,49 @@ impl<T: Transport> Agent<T> {
             }
         }
         loop {
-            let pass = self.shipper.pass(round);
+            let pass = if round.is_paced() {
+                let events = &self.events;
+                self.shipper
+                    .pass_except_unchanged(round, |path| events.unchanged(path))
+            } else {
+                self.shipper.pass(round)
+            };
+            self.events.looked();
             // A file listened to again may have been written after this
             // pass read it, with no event to say so: look once more.
-            let relistened = self.events.mute(self.shipper.waiting());
+            let relistened = self.follow_waiting();
             if !round.is_paced() || !relistened || matches!(pass, Pass::Failed { .. }) {
                 return pass;
             }
         }
+    }
+
+    /// Files that now wait for a time of their own stop raising data
+    /// events, and those that no longer wait raise them again. Returns
+    /// whether any does again. Compared by index, so the usual pass (the
+    /// same files wait) costs no hashing of paths.
+    fn follow_waiting(&mut self) -> bool {
+        let mut waiting = std::mem::take(&mut self.waiting_now);
+        waiting.clear();
+        waiting.extend(self.shipper.waiting());
+        waiting.sort_unstable();
+        waiting.dedup();
+        let mut relistened = false;
+        if waiting != self.muted {
+            for &i in &waiting {
+                if self.muted.binary_search(&i).is_err() {
+                    self.events.mute(self.shipper.path(i));
+                }
+            }
+            for &i in &self.muted {
+                if waiting.binary_search(&i).is_err() {
+                    relistened |= self.events.listen(self.shipper.path(i));
+                }
+            }
+            std::mem::swap(&mut self.muted, &mut waiting);
+        }
+        self.waiting_now = waiting;
+        relistened
     }
 
     /// The daemon's pass, unless the server is failing and its next try is

@@ -11,11 +11,11 @@
 //! attributes): never for data, so the writes of every other program in
 //! `/tmp` cost nothing. Each watched file has a watch of its own for data,
 //! and a file whose new bytes already have a time to go (its pace, a hold)
-//! loses that watch until then: a busy log written line by line then costs
-//! nothing per line while it waits, and the pass at its due time reads it
-//! by its size. The watch comes back right after that pass, and one more
-//! pass looks at the file's size (`Agent::pass`), so a write between the
-//! read and the watch is not missed.
+//! has that watch report no data until then: a busy log written line by
+//! line then costs nothing per line while it waits, and the pass at its due
+//! time reads it by its size. Data is reported again right after that pass,
+//! and one more pass looks at the file's size (`Agent::pass`), so a write
+//! between the read and the watch is not missed.
 //!
 //! inotify needs `inotify_init1` (Linux 2.6.27); where it fails — RHEL4 and
 //! RHEL5, or an exhausted watch limit — the agent polls.
@@ -50,6 +50,12 @@ const DIR_MASK: u32 = libc::IN_CREATE
     | libc::IN_ONLYDIR;
 /// What a file's own watch reports: new data (a write, a truncation).
 const FILE_MASK: u32 = libc::IN_MODIFY;
+/// What a muted file's watch reports: only the file's own end, which its
+/// directory's watch reports as well. Muting changes the watch's mask
+/// rather than ending the watch: an ended watch queues `IN_IGNORED`, which
+/// woke the agent once more for every file it muted, and the kernel frees
+/// and later rebuilds its mark.
+const MUTED_MASK: u32 = libc::IN_DELETE_SELF;
 
 /// What to watch: files, and directories where globs look for new files.
 pub(crate) struct Targets<'a> {
@@ -82,6 +88,20 @@ struct Inotify {
     mounts: Option<File>,
     /// Events are read into this, many at a time.
     buf: Vec<u8>,
+    /// What a pass must look at since the last one: the files whose
+    /// watches reported data (or that were listened to again), or after a
+    /// change of names, everything.
+    news: News,
+}
+
+/// What changed since the last pass, as inotify tells it.
+#[derive(Debug)]
+enum News {
+    /// Anything may have: the first pass, names changed, events lost.
+    Anything,
+    /// Data in the files with these watches; a file listened to with none
+    /// of them was not written.
+    Written(Vec<i32>),
 }
 
 /// How the agent hears of changes.
@@ -142,6 +162,9 @@ impl EventSource {
             .pipe
             .wait(timeout, mounts_fd, Some(ino.sys.as_raw_fd()));
         let layout_changed = woke.events && ino.read_events();
+        if woke.extra || layout_changed {
+            ino.news = News::Anything;
+        }
         let result = if woke.extra {
             ino.rewatch_all()
         } else if layout_changed {
@@ -178,42 +201,53 @@ impl EventSource {
         }
     }
 
-    /// Data written to `paths` raises no event from now on (until the next
-    /// call): their bytes already have a time to go. Every other file is
-    /// watched for data again; returns whether one was, since a write to it
-    /// before its watch came back raised nothing, and only a look at its
-    /// size finds it.
-    pub(crate) fn mute<'a>(&mut self, paths: impl Iterator<Item = &'a Path>) -> bool {
+    /// Whether `path` is known unchanged since the last pass: inotify
+    /// listens to its data and has reported none. Never while polling.
+    pub(crate) fn unchanged(&self, path: &Path) -> bool {
+        let Some(ino) = &self.inotify else {
+            return false;
+        };
+        let News::Written(written) = &ino.news else {
+            return false;
+        };
+        match ino.files.get(path) {
+            Some(Some(wd)) => !written.contains(wd) && !ino.muted.contains(path),
+            _ => false,
+        }
+    }
+
+    /// A pass has looked at the files: what inotify reports from now on is
+    /// news for the next one.
+    pub(crate) fn looked(&mut self) {
+        if let Some(ino) = &mut self.inotify {
+            match &mut ino.news {
+                News::Written(written) => written.clear(),
+                news @ News::Anything => *news = News::Written(Vec::new()),
+            }
+        }
+    }
+
+    /// Data written to `path` raises no event from now on, until
+    /// [`listen`](Self::listen): its bytes already have a time to go.
+    pub(crate) fn mute(&mut self, path: &Path) {
+        if let Some(ino) = &mut self.inotify {
+            ino.muted.insert(path.to_path_buf());
+            let result = ino.watch_file(path);
+            self.poll_if_failed(result);
+        }
+    }
+
+    /// `path` raises data events again. Returns whether it does (not
+    /// while polling): a write to it before this raised nothing, and only
+    /// a look at its size finds it.
+    pub(crate) fn listen(&mut self, path: &Path) -> bool {
         let Some(ino) = &mut self.inotify else {
             return false;
         };
-        let waiting: Vec<&Path> = paths.collect();
-        // The usual case, after a pass: the files that waited still wait.
-        if waiting.len() == ino.muted.len() && waiting.iter().all(|p| ino.muted.contains(*p)) {
-            return false;
-        }
-        for p in &waiting {
-            if !ino.muted.contains(*p) {
-                if let Some(wd) = ino.files.get_mut(*p).and_then(Option::take) {
-                    ino.sys.rm_watch(wd);
-                }
-                ino.muted.insert(p.to_path_buf());
-            }
-        }
-        let keep: HashSet<&Path> = waiting.into_iter().collect();
-        let due: Vec<PathBuf> = ino
-            .muted
-            .iter()
-            .filter(|m| !keep.contains(m.as_path()))
-            .cloned()
-            .collect();
-        let mut result = Ok(());
-        for p in &due {
-            ino.muted.remove(p);
-            result = result.and_then(|()| ino.watch_file(p));
-        }
+        ino.muted.remove(path);
+        let result = ino.watch_file(path);
         self.poll_if_failed(result);
-        !due.is_empty()
+        true
     }
 }
 
@@ -244,6 +278,7 @@ fn start_inotify(targets: &Targets<'_>) -> Result<Inotify, String> {
         globs: targets.globs.to_vec(),
         mounts,
         buf: vec![0; 16 * 1024],
+        news: News::Anything,
     };
     ino.place_watches()?;
     Ok(ino)
@@ -262,6 +297,7 @@ impl Inotify {
             paths,
             globs,
             buf,
+            news,
             ..
         } = self;
         sys.read_events(buf, |ev| {
@@ -275,7 +311,11 @@ impl Inotify {
                 return;
             }
             let Some(dir) = watched.get(&ev.wd) else {
-                return; // a file's data
+                // A file's data.
+                if let News::Written(wds) = news {
+                    wds.push(ev.wd);
+                }
+                return;
             };
             if ev.name.is_empty() {
                 layout = true; // the directory itself moved or went
@@ -299,18 +339,21 @@ impl Inotify {
         layout
     }
 
-    /// Gives `path` its data watch, unless it is muted; a file that does not
-    /// exist gets one when its directory's watch reports it.
+    /// Gives `path` its data watch, or while it is muted a watch that
+    /// reports no data; a file that does not exist gets one when its
+    /// directory's watch reports it.
     /// Out of watches (or kernel memory) is an error: the caller then
     /// polls, as for a directory.
     fn watch_file(&mut self, path: &Path) -> Result<(), String> {
-        if self.muted.contains(path) {
-            return Ok(());
-        }
+        let mask = if self.muted.contains(path) {
+            MUTED_MASK
+        } else {
+            FILE_MASK
+        };
         let Some(watch) = self.files.get_mut(path) else {
             return Ok(());
         };
-        let wd = match self.sys.add_watch(path, FILE_MASK) {
+        let wd = match self.sys.add_watch(path, mask) {
             Ok(wd) => Some(wd),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::ENOMEM)) => {
                 return Err(format!(
@@ -330,6 +373,11 @@ impl Inotify {
             }
         }
         *watch = wd;
+        // Listened to (again): whatever was written before is for the next
+        // pass to find.
+        if let (Some(wd), FILE_MASK, News::Written(written)) = (wd, mask, &mut self.news) {
+            written.push(wd);
+        }
         Ok(())
     }
 
@@ -404,17 +452,13 @@ mod tests {
     use super::*;
     use anamon_testkit::append;
 
-    /// The watches of the events queued now, in order (not counting the
-    /// end of a watch the test ended).
+    /// The watches of the events queued now, in order: every event, the
+    /// end of a watch (`IN_IGNORED`) too, since each one wakes the agent.
     fn queued(src: &mut EventSource) -> Vec<i32> {
         let ino = src.inotify.as_mut().unwrap();
         let mut wds = Vec::new();
         let Inotify { sys, buf, .. } = ino;
-        sys.read_events(buf, |ev| {
-            if ev.mask & libc::IN_IGNORED == 0 {
-                wds.push(ev.wd)
-            }
-        });
+        sys.read_events(buf, |ev| wds.push(ev.wd));
         wds
     }
 
@@ -422,22 +466,27 @@ mod tests {
         src.inotify.as_ref().unwrap().files[p]
     }
 
-    #[test]
-    fn a_muted_file_raises_nothing_until_it_is_listened_to_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let (busy, other) = (dir.path().join("busy.log"), dir.path().join("other.log"));
+    /// Two files with a line each, watched with inotify: (busy, other).
+    fn two_watched_files(dir: &Path) -> (EventSource, PathBuf, PathBuf) {
+        let (busy, other) = (dir.join("busy.log"), dir.join("other.log"));
         append(&busy, b"1\n");
         append(&other, b"1\n");
-        let unrelated = dir.path().join("unrelated");
-        append(&unrelated, b"1\n");
         let files = [busy.clone(), other.clone()];
         let targets = Targets {
             files: &files,
             globs: &[],
         };
-        let (mut src, why) =
-            EventSource::new(WakePipe::new().unwrap(), &targets, Watching::Inotify);
+        let (src, why) = EventSource::new(WakePipe::new().unwrap(), &targets, Watching::Inotify);
         assert_eq!(why, None);
+        (src, busy, other)
+    }
+
+    #[test]
+    fn a_muted_file_raises_nothing_until_it_is_listened_to_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let unrelated = dir.path().join("unrelated");
+        append(&unrelated, b"1\n");
+        let (mut src, busy, other) = two_watched_files(dir.path());
         let (b, o) = (wd(&src, &busy).unwrap(), wd(&src, &other).unwrap());
         // Data of a file nobody ships raises nothing: directories are not
         // watched for data.
@@ -446,23 +495,58 @@ mod tests {
         append(&busy, b"2\n");
         assert_eq!(queued(&mut src), [b]);
 
-        // Muted: a hundred lines raise nothing; the other file still does.
-        assert!(!src.mute([busy.as_path()].into_iter()));
+        // Muted: muting wakes nothing, a hundred lines raise nothing; the
+        // other file still does.
+        src.mute(&busy);
+        assert_eq!(queued(&mut src), Vec::<i32>::new());
         for n in 0..100 {
             append(&busy, format!("line {n}\n").as_bytes());
         }
         append(&other, b"2\n");
         let got = queued(&mut src);
         assert!(got.iter().all(|w| *w == o) && !got.is_empty(), "{got:?}");
-        // The same set again changes nothing.
-        assert!(!src.mute([busy.as_path()].into_iter()));
 
         // Listened to again: the caller is told to look (a write just
         // before the watch came back raised nothing), and writes raise
         // events again.
-        assert!(src.mute(std::iter::empty()));
+        assert!(src.listen(&busy));
         append(&busy, b"3\n");
         let b = wd(&src, &busy).unwrap();
         assert_eq!(queued(&mut src), [b]);
+    }
+
+    #[test]
+    fn a_file_is_unchanged_only_while_inotify_listens_and_reports_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut src, busy, other) = two_watched_files(dir.path());
+        let unchanged = |src: &EventSource| (src.unchanged(&busy), src.unchanged(&other));
+        // Before the first pass anything may have changed.
+        assert_eq!(unchanged(&src), (false, false));
+        src.looked();
+        assert_eq!(unchanged(&src), (true, true));
+
+        append(&busy, b"2\n");
+        src.wait(Some(Duration::ZERO));
+        assert_eq!(unchanged(&src), (false, true));
+        src.looked();
+        assert_eq!(unchanged(&src), (true, true));
+
+        // Muted, nothing says whether it was written; listened to again,
+        // it must be looked at once.
+        src.mute(&busy);
+        assert_eq!(unchanged(&src), (false, true));
+        append(&busy, b"3\n");
+        src.listen(&busy);
+        src.wait(Some(Duration::ZERO));
+        assert_eq!(unchanged(&src), (false, true));
+        src.looked();
+        assert_eq!(unchanged(&src), (true, true));
+
+        // A name changed (another file renamed over it): look at all.
+        let new = dir.path().join("new");
+        append(&new, b"replaced\n");
+        std::fs::rename(&new, &busy).unwrap();
+        src.wait(Some(Duration::ZERO));
+        assert_eq!(unchanged(&src), (false, false));
     }
 }

@@ -207,16 +207,33 @@ impl<T: Transport> Shipper<T> {
         self.files.iter().filter(|f| f.is_unshippable()).count()
     }
 
-    /// The files that ended the last pass with bytes waiting for a known
-    /// time: more writes to them change nothing until then.
-    pub(crate) fn waiting(&self) -> impl Iterator<Item = &Path> {
-        self.waiting.iter().map(|&i| self.files[i].path.as_path())
+    /// The files (by index) that ended the last pass with bytes waiting
+    /// for a known time: more writes to them change nothing until then.
+    pub(crate) fn waiting(&self) -> impl Iterator<Item = usize> + '_ {
+        self.waiting.iter().copied()
+    }
+
+    /// The path of the file with this index.
+    pub(crate) fn path(&self, i: usize) -> &Path {
+        &self.files[i].path
     }
 
     /// Sends everything due, one chunk per file in turn so a busy log
     /// cannot starve the others, until nothing is due, the server fails, or
     /// the round's time is up.
     pub(crate) fn pass(&mut self, round: Round) -> Pass {
+        self.pass_except_unchanged(round, |_| false)
+    }
+
+    /// [`pass`](Self::pass), told which files are known to be unchanged
+    /// since the last pass looked at them (inotify listened, and no write
+    /// came): those are not stat'ed. In a busy install a wake-up is one
+    /// file's write, and the others need no look.
+    pub(crate) fn pass_except_unchanged(
+        &mut self,
+        round: Round,
+        unchanged: impl Fn(&Path) -> bool,
+    ) -> Pass {
         let mut until: Option<Instant> = None;
         let mut held_back = false;
         // Whether this round visits only the files the last one caught up.
@@ -238,7 +255,9 @@ impl<T: Transport> Shipper<T> {
             self.caught_up.clear();
             for k in 0..self.revisit.len() {
                 let i = self.revisit[k];
-                match self.link.step(&mut self.files[i], round) {
+                let f = &mut self.files[i];
+                let look = !unchanged(&f.path);
+                match self.link.step(f, round, look) {
                     Step::Progress => progress = true,
                     Step::CaughtUp => self.caught_up.push(i),
                     Step::Idle => {}
@@ -278,7 +297,10 @@ impl<T: Transport> Shipper<T> {
 
 impl<T: Transport> Link<T> {
     /// One file's turn: what is due, then the next chunk, then delivery.
-    fn step(&mut self, f: &mut WatchedFile, round: Round) -> Step {
+    /// Unless `look` says so, the file is known unchanged since the last
+    /// pass: a caught-up file then has nothing new, and one that waits
+    /// needs no stat.
+    fn step(&mut self, f: &mut WatchedFile, round: Round, look: bool) -> Step {
         let now = Instant::now();
         if let Some(step) = f.held_back(round, now) {
             return step;
@@ -290,10 +312,12 @@ impl<T: Transport> Link<T> {
         if due > now {
             // A gathering file's news was seen already: no stat for it on
             // every pass while it waits.
-            if matches!(f.pace, FilePace::Gathering(_)) || f.cursor.may_have_news(&f.path) {
+            if matches!(f.pace, FilePace::Gathering(_)) || look && f.cursor.may_have_news(&f.path) {
                 self.pacer.saw_news(&mut f.pace, now);
                 return Step::Wait(due);
             }
+        } else if !look && matches!(f.pace, FilePace::CaughtUp(_)) {
+            // The server has all it held, and nothing was written since.
         } else if let Some(chunk) = self.next_chunk(f) {
             return self.deliver(f, chunk, Payload::New, round);
         } else {
@@ -661,7 +685,10 @@ mod tests {
         };
         assert_eq!(calls.borrow().len(), 1);
         assert!(until > Instant::now() && until <= Instant::now() + interval);
-        assert_eq!(s.waiting().collect::<Vec<_>>(), [log.as_path()]);
+        assert_eq!(
+            s.waiting().map(|i| s.path(i)).collect::<Vec<_>>(),
+            [log.as_path()]
+        );
         // A backlog in another file is not held back meanwhile.
         append(&burst, &vec![b'x'; 3 * CHUNK + 5]);
         assert!(matches!(s.pass(Round::DAEMON), Pass::Waiting { .. }));
@@ -769,6 +796,29 @@ mod tests {
         // The flush is not ended by it: it is what a stop leads to.
         assert_eq!(s.pass(Round::Flush { deadline }), Pass::Done);
         assert_eq!(calls.borrow().len(), 1);
+    }
+
+    #[test]
+    fn a_file_known_unchanged_is_not_looked_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        append(&log, b"one\n");
+        let t = Recording::default();
+        let calls = t.calls.clone();
+        let mut s = shipper(t, dir.path(), &["x.log"], Pacing::Fixed(Duration::ZERO));
+        assert_eq!(s.pass(Round::DAEMON), Pass::Done);
+        assert_eq!(calls.borrow().len(), 1);
+        // Written, but said unchanged: the pass takes the caller's word
+        // (in the agent, inotify's) and neither reads nor stats the file.
+        append(&log, b"two\n");
+        assert_eq!(s.pass_except_unchanged(Round::DAEMON, |_| true), Pass::Done);
+        assert_eq!(calls.borrow().len(), 1);
+        // Looked at, it goes.
+        assert_eq!(
+            s.pass_except_unchanged(Round::DAEMON, |_| false),
+            Pass::Done
+        );
+        assert_eq!(*calls.borrow(), [("x.log".into(), 0), ("x.log".into(), 4)]);
     }
 
     #[test]

@@ -101,8 +101,9 @@ impl Inotify {
         self.fd.as_raw_fd()
     }
 
-    /// Watches `path` (through a symlink) for the events in `mask`, added
-    /// to what it is watched for already; the watch's descriptor.
+    /// Watches `path` (through a symlink) for the events in `mask`; a file
+    /// watched already keeps its watch (and descriptor), which reports
+    /// `mask` from now on instead of what it did.
     pub(crate) fn add_watch(&self, path: &Path, mask: u32) -> io::Result<i32> {
         use std::os::unix::ffi::OsStrExt;
         let c = std::ffi::CString::new(path.as_os_str().as_bytes())
@@ -125,10 +126,16 @@ impl Inotify {
     }
 
     /// Reads every queued event, in as few reads as the buffer allows, and
-    /// hands each to `each`.
+    /// hands each to `each`. A read that left room for the longest event
+    /// took all there was: no second read just to hear `EAGAIN` (one
+    /// syscall per wake-up saved; what comes later makes the descriptor
+    /// readable again).
     pub(crate) fn read_events(&self, buf: &mut [u8], mut each: impl FnMut(InotifyEvent<'_>)) {
         use std::os::unix::ffi::OsStrExt;
         const HEAD: usize = std::mem::size_of::<libc::inotify_event>();
+        // The longest event: a header and a name of NAME_MAX (255) bytes
+        // with its NUL.
+        const LONGEST: usize = HEAD + 256;
         loop {
             // SAFETY: reading into a valid buffer of the given length from
             // our own non-blocking descriptor.
@@ -155,6 +162,9 @@ impl Inotify {
                     name: std::ffi::OsStr::from_bytes(name),
                 });
                 at += HEAD + len;
+            }
+            if n + LONGEST <= buf.len() {
+                return;
             }
         }
     }
