@@ -345,15 +345,31 @@ impl Inotify {
     /// Out of watches (or kernel memory) is an error: the caller then
     /// polls, as for a directory.
     fn watch_file(&mut self, path: &Path) -> Result<(), String> {
-        let mask = if self.muted.contains(path) {
+        let mut mask = if self.muted.contains(path) {
             MUTED_MASK
         } else {
             FILE_MASK
         };
+        if !self.files.contains_key(path) {
+            return Ok(());
+        }
+        let mut added = self.sys.add_watch(path, mask);
+        // Two watched names for one file (a link) share its one watch:
+        // while the other name listens, the watch keeps reporting data.
+        if let (MUTED_MASK, Ok(wd)) = (mask, &added) {
+            let shared = self
+                .files
+                .iter()
+                .any(|(p, w)| *w == Some(*wd) && p != path && !self.muted.contains(p));
+            if shared {
+                mask = FILE_MASK;
+                added = self.sys.add_watch(path, mask);
+            }
+        }
         let Some(watch) = self.files.get_mut(path) else {
             return Ok(());
         };
-        let wd = match self.sys.add_watch(path, mask) {
+        let wd = match added {
             Ok(wd) => Some(wd),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::ENOMEM)) => {
                 return Err(format!(
@@ -513,6 +529,29 @@ mod tests {
         append(&busy, b"3\n");
         let b = wd(&src, &busy).unwrap();
         assert_eq!(queued(&mut src), [b]);
+    }
+
+    #[test]
+    fn a_file_watched_under_two_names_is_muted_only_when_both_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut src, busy, _) = two_watched_files(dir.path());
+        let link = dir.path().join("link.log");
+        std::fs::hard_link(&busy, &link).unwrap();
+        src.add_file(&link);
+        src.wait(Some(Duration::ZERO)); // the link's creation
+        src.looked();
+        assert_eq!(wd(&src, &busy), wd(&src, &link));
+        assert!(src.unchanged(&link));
+        // One name waits: the other still hears every write.
+        src.mute(&busy);
+        append(&busy, b"2\n");
+        src.wait(Some(Duration::ZERO));
+        assert!(!src.unchanged(&link));
+        src.looked();
+        // Both wait: nothing is reported.
+        src.mute(&link);
+        append(&busy, b"3\n");
+        assert_eq!(queued(&mut src), Vec::<i32>::new());
     }
 
     #[test]
