@@ -6,7 +6,7 @@ use crate::backoff::{Backoff, BACKOFF_CAP};
 use crate::client::{Client, Refusal, Upload};
 use crate::cursor::{Chunk, Problem};
 use crate::error::Error;
-use crate::pacing::{FilePace, Pacer};
+use crate::pacing::{Batch, FilePace, Pacer};
 use crate::transport::Transport;
 use crate::watched::{Hold, Repair, WatchedFile};
 use std::path::Path;
@@ -156,6 +156,9 @@ pub(crate) struct Shipper<T> {
     /// passes, so a pass allocates nothing.
     revisit: Vec<usize>,
     caught_up: Vec<usize>,
+    /// The instant the last pass said it waits for: a pass that starts
+    /// there was woken by its timer, so something goes in it.
+    due_at: Option<Instant>,
 }
 
 /// The way to the server, shared by every file: the client, the pace, the
@@ -195,6 +198,7 @@ impl<T: Transport> Shipper<T> {
             waiting: Vec::new(),
             revisit: Vec::new(),
             caught_up: Vec::new(),
+            due_at: None,
         }
     }
 
@@ -238,6 +242,10 @@ impl<T: Transport> Shipper<T> {
         let mut held_back = false;
         // Whether this round visits only the files the last one caught up.
         let mut short_round = false;
+        let mut batch = match self.due_at.take() {
+            Some(t) if t <= Instant::now() => Batch::Going,
+            _ => Batch::Alone,
+        };
         loop {
             let mut progress = false;
             if short_round {
@@ -253,13 +261,20 @@ impl<T: Transport> Shipper<T> {
                 held_back = false;
             }
             self.caught_up.clear();
+            let batch_was = batch;
             for k in 0..self.revisit.len() {
                 let i = self.revisit[k];
                 let f = &mut self.files[i];
                 let look = !unchanged(&f.path);
-                match self.link.step(f, round, look) {
-                    Step::Progress => progress = true,
-                    Step::CaughtUp => self.caught_up.push(i),
+                match self.link.step(f, round, look, batch) {
+                    Step::Progress => {
+                        progress = true;
+                        batch = Batch::Going;
+                    }
+                    Step::CaughtUp => {
+                        self.caught_up.push(i);
+                        batch = Batch::Going;
+                    }
                     Step::Idle => {}
                     Step::Wait(t) => {
                         self.waiting.push(i);
@@ -276,9 +291,11 @@ impl<T: Transport> Shipper<T> {
             // starts another pass, or the stat poll looks within a second.
             // A full round would stat every file again per upload, only to
             // find nothing. `--exit` and the flush look until nothing is
-            // left.
+            // left. But after the first upload of a pass that a write
+            // woke, the files this round passed before it get one more
+            // look: those nearly due now go along.
             if progress || !self.caught_up.is_empty() {
-                short_round = !progress && round.is_paced();
+                short_round = !progress && round.is_paced() && batch == batch_was;
                 continue;
             }
             return match until {
@@ -287,7 +304,10 @@ impl<T: Transport> Shipper<T> {
                     short_round = false;
                     continue;
                 }
-                Some(until) => Pass::Waiting { until },
+                Some(until) => {
+                    self.due_at = Some(until);
+                    Pass::Waiting { until }
+                }
                 None if held_back => Pass::HeldBack,
                 None => Pass::Done,
             };
@@ -299,14 +319,15 @@ impl<T: Transport> Link<T> {
     /// One file's turn: what is due, then the next chunk, then delivery.
     /// Unless `look` says so, the file is known unchanged since the last
     /// pass: a caught-up file then has nothing new, and one that waits
-    /// needs no stat.
-    fn step(&mut self, f: &mut WatchedFile, round: Round, look: bool) -> Step {
+    /// needs no stat. `batch` says whether uploads go in this pass, which
+    /// a nearly due file then joins.
+    fn step(&mut self, f: &mut WatchedFile, round: Round, look: bool, batch: Batch) -> Step {
         let now = Instant::now();
         if let Some(step) = f.held_back(round, now) {
             return step;
         }
         let due = match round {
-            Round::Daemon { .. } => self.pacer.due(f.pace, now),
+            Round::Daemon { .. } => self.pacer.due_in(f.pace, now, batch),
             _ => now,
         };
         if due > now {
@@ -314,7 +335,12 @@ impl<T: Transport> Link<T> {
             // every pass while it waits.
             if matches!(f.pace, FilePace::Gathering(_)) || look && f.cursor.may_have_news(&f.path) {
                 self.pacer.saw_news(&mut f.pace, now);
-                return Step::Wait(due);
+                // Its own time: going along early is for a pass that
+                // sends anyway.
+                return Step::Wait(match batch {
+                    Batch::Alone => due,
+                    Batch::Going => self.pacer.due_in(f.pace, now, Batch::Alone),
+                });
             }
         } else if !look && matches!(f.pace, FilePace::CaughtUp(_)) {
             // The server has all it held, and nothing was written since.
@@ -767,6 +793,60 @@ mod tests {
             s.files[1].cursor.shipped(),
             std::fs::metadata(&other).unwrap().len()
         );
+    }
+
+    #[test]
+    fn a_file_nearly_due_goes_along_with_an_upload_that_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["b.log", "a.log", "c.log"];
+        for n in names {
+            append(&dir.path().join(n), b"a line\n");
+        }
+        let server = Recording::default();
+        let calls = server.calls.clone();
+        let cadence = Duration::from_millis(1200);
+        // No budget: pacing's own tests show that going along never jumps it.
+        let pacing = Pacing::Adaptive {
+            cadence,
+            per_second: 0,
+        };
+        let mut s = shipper(server, dir.path(), &names, pacing);
+        let along = cadence / 12;
+        // A busy install (an upload just went), whose three files gather:
+        // a.log is due now, b.log a little later, c.log well after.
+        let now = Instant::now();
+        s.link.pacer.spend(FilePace::Fresh, now);
+        let since = now - cadence;
+        s.files[1].pace = FilePace::Gathering(since);
+        s.files[0].pace = FilePace::Gathering(since + along / 2);
+        let c_due = since + Duration::from_millis(400) + cadence;
+        s.files[2].pace = FilePace::Gathering(c_due - cadence);
+        // A write woke this pass: b.log, visited before a.log went, gets
+        // another look and goes along; c.log waits for its own time.
+        let Pass::Waiting { until } = s.pass(Round::DAEMON) else {
+            panic!("c.log must wait");
+        };
+        let files: Vec<String> = calls.borrow().iter().map(|(f, _)| f.clone()).collect();
+        assert_eq!(files, ["a.log", "b.log"]);
+        // Its own time (less the server's answer time), not the earlier
+        // one it would go along at.
+        assert!(
+            until <= c_due && until > c_due - along / 2,
+            "{until:?} {c_due:?}"
+        );
+        // Woken by that time, c.log goes, and what is not yet nearly due
+        // still waits.
+        append(&dir.path().join("a.log"), b"another line\n");
+        sleep_until(until);
+        assert!(matches!(s.pass(Round::DAEMON), Pass::Waiting { .. }));
+        assert_eq!(calls.borrow().len(), 3);
+        assert_eq!(calls.borrow()[2].0, "c.log");
+        // Alone, a file waits for its own time: a write to a file that
+        // gathers since a moment ago sends nothing.
+        s.files[0].pace = FilePace::Gathering(Instant::now() - cadence + along / 2);
+        append(&dir.path().join("b.log"), b"another line\n");
+        assert!(matches!(s.pass(Round::DAEMON), Pass::Waiting { .. }));
+        assert_eq!(calls.borrow().len(), 3);
     }
 
     #[test]
