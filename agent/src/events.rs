@@ -350,9 +350,9 @@ impl Inotify {
         } else {
             FILE_MASK
         };
-        if !self.files.contains_key(path) {
+        let Some(&old) = self.files.get(path) else {
             return Ok(());
-        }
+        };
         let mut added = self.sys.add_watch(path, mask);
         // Two watched names for one file (a link) share its one watch:
         // while the other name listens, the watch keeps reporting data.
@@ -366,9 +366,6 @@ impl Inotify {
                 added = self.sys.add_watch(path, mask);
             }
         }
-        let Some(watch) = self.files.get_mut(path) else {
-            return Ok(());
-        };
         let wd = match added {
             Ok(wd) => Some(wd),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::ENOMEM)) => {
@@ -383,12 +380,14 @@ impl Inotify {
         };
         // Another inode at that name now (replaced, or a symlink moved):
         // the old one's writes are no longer this file's.
-        if let Some(old) = *watch {
+        if let Some(old) = old {
             if wd != Some(old) {
                 self.sys.rm_watch(old);
             }
         }
-        *watch = wd;
+        if let Some(watch) = self.files.get_mut(path) {
+            *watch = wd;
+        }
         // Listened to (again): whatever was written before is for the next
         // pass to find.
         if let (Some(wd), FILE_MASK, News::Written(written)) = (wd, mask, &mut self.news) {

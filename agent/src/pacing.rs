@@ -98,14 +98,14 @@ const SIZE_CLASSES: usize = 8;
 /// loses that much of its gathering at most; on the Rocky-dense replay
 /// anamon made 126 requests with it as without, and 1/8 saved no more
 /// (`ci/bench/README.md`).
-const ALONG_SHARE: u32 = 12;
+pub(crate) const ALONG_SHARE: u32 = 12;
 
 /// Whether uploads are going in the pass that asks when a file is due.
 ///
 /// Cobbler's server starts a thread and takes a connection for every
 /// request: one right after another costs it little more than half the
-/// CPU of one after a pause of 50 ms or more (`ci/bench/peer-spacing`:
-/// 0.67–0.70 against 1.12–1.20 ms on Cobbler 4.0.0b7), and the agent wakes
+/// CPU of one after a pause of 50 ms or more (`ci/bench/run --peer-spacing`:
+/// 0.63–0.70 against 1.12–1.28 ms on Cobbler 4.0.0b7), and the agent wakes
 /// once for both. So a file that is nearly due goes along instead of alone
 /// a moment later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -625,7 +625,7 @@ mod tests {
     use super::*;
     use crate::client::tests::{Scripted, FAULT, TRUE};
     use crate::client::{Route, Wire, WireChoice};
-    use crate::pacing::Pacing;
+    use crate::pacing::{Pacing, ALONG_SHARE};
     use anamon_xmlrpc::Value;
     use std::cell::RefCell;
     use std::path::PathBuf;
@@ -811,7 +811,7 @@ mod tests {
             per_second: 0,
         };
         let mut s = shipper(server, dir.path(), &names, pacing);
-        let along = cadence / 12;
+        let along = cadence / ALONG_SHARE;
         // A busy install (an upload just went), whose three files gather:
         // a.log is due now, b.log a little later, c.log well after.
         let now = Instant::now();
