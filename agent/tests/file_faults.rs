@@ -198,16 +198,18 @@ fn permissions_revoked_then_restored_for_an_unprivileged_agent() {
 #[test]
 fn sparse_5_gib_file_ships_in_bounded_memory_and_others_keep_flowing() {
     // Shipping all of it would write 5 GiB on the server: this checks the
-    // first chunks, the agent's peak memory, and that a small file keeps its
-    // latency while the big one is being sent (one chunk per file per turn).
+    // first chunks, the agent's peak memory, and that a small file's lines
+    // reach the server while the big one is still being sent (one chunk
+    // per file per turn), not after it. How soon they get there is the
+    // benches' figure (the replays' crash-dump bursts): a time limit here
+    // only measures how loaded the test machine is, and a loaded server's
+    // slow answers rightly widen the pace.
     let dir = Scratch::new("sparse");
     let peer = Peer::start(CURRENT, &dir);
     let big = dir.path("anaconda-tb-all.log");
     let small = dir.path("anaconda.log");
-    std::fs::File::create(&big)
-        .unwrap()
-        .set_len(5 << 30)
-        .unwrap();
+    let size = 5u64 << 30;
+    std::fs::File::create(&big).unwrap().set_len(size).unwrap();
     append(&small, b"small log\n");
     let spec = format!("{} {}", big.display(), small.display());
     let mut agent = Agent::start(peer.port, &dir, &["--watchfile", &spec]);
@@ -222,7 +224,18 @@ fn sparse_5_gib_file_ships_in_bounded_memory_and_others_keep_flowing() {
             &small,
             format!("line {i} while the big one ships\n").as_bytes(),
         );
-        peer.assert_mirrors("anaconda.log", &small, Duration::from_secs(2));
+        let before = stored_len(&peer, "anaconda-tb-all.log");
+        let t = std::time::Instant::now();
+        peer.assert_mirrors("anaconda.log", &small, LIMIT);
+        let after = stored_len(&peer, "anaconda-tb-all.log");
+        eprintln!(
+            "sparse: line {i} on the server after {:?}, the big file at {after} B",
+            t.elapsed()
+        );
+        assert!(
+            after > before && after < size,
+            "the big file did not go on shipping around line {i}: {before} -> {after} B"
+        );
     }
     let hwm = vm_hwm_kib(agent.child.id());
     agent.assert_running();
