@@ -229,7 +229,7 @@ impl Pacer {
         }
     }
 
-    /// A file that was due had nothing to send: the server has all it
+    /// A look at a file found nothing to send: the server has all it
     /// holds (an empty file the installer made ahead, or what gathered is
     /// gone), so its next bytes are paced like any caught-up file's.
     /// (`--min-interval` counts only from uploads.)

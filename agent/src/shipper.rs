@@ -342,6 +342,12 @@ impl<T: Transport> Link<T> {
                     Batch::Going => self.pacer.due_in(f.pace, now, Batch::Alone),
                 });
             }
+            if look {
+                // Looked at, with nothing new: a fresh file found empty
+                // while the budget was spent is caught up all the same,
+                // or its first write would go at once, news or not.
+                self.pacer.nothing_to_send(&mut f.pace, now);
+            }
         } else if !look && matches!(f.pace, FilePace::CaughtUp(_)) {
             // The server has all it held, and nothing was written since.
         } else if let Some(chunk) = self.next_chunk(f) {
@@ -793,6 +799,58 @@ mod tests {
             s.files[1].cursor.shipped(),
             std::fs::metadata(&other).unwrap().len()
         );
+    }
+
+    #[test]
+    fn files_found_empty_at_start_gather_their_first_lines_like_the_rest() {
+        // The installer makes its logs before it writes them; the agent
+        // starts among them, with one line in anaconda.log. However many
+        // there are, each was looked at: its first lines, in a busy
+        // install, are news to gather, not a find to ship at once. (The
+        // budget ran out while the start's pass went through them, and
+        // those after the one with a line stayed unlooked-at: each then
+        // shipped its first write alone, 10 requests in one instant of
+        // the Rocky-dense replay.)
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..15).map(|n| format!("{n:02}.log")).collect();
+        for n in &names {
+            append(&dir.path().join(n), b"");
+        }
+        append(&dir.path().join(&names[5]), b"first line\n");
+        let server = Recording::default();
+        let calls = server.calls.clone();
+        let cadence = Duration::from_millis(300);
+        let pacing = Pacing::Adaptive {
+            cadence,
+            per_second: 4,
+        };
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut s = shipper(server, dir.path(), &names, pacing);
+        assert_eq!(s.pass(Round::DAEMON), Pass::Done);
+        assert_eq!(
+            calls.borrow().len(),
+            1,
+            "the line that was there goes at once"
+        );
+        // A quiet spell, then the install writes to every file at once:
+        // the first write after the quiet goes at once, the rest gather.
+        sleep_until(Instant::now() + 2 * cadence);
+        for n in &names {
+            append(&dir.path().join(n), b"a line\n");
+        }
+        assert!(matches!(s.pass(Round::DAEMON), Pass::Waiting { .. }));
+        assert_eq!(
+            calls.borrow().len(),
+            2,
+            "one goes at once, the others gather"
+        );
+        while let Pass::Waiting { until } = s.pass(Round::DAEMON) {
+            sleep_until(until);
+        }
+        for (f, n) in s.files.iter().zip(&names) {
+            let len = std::fs::metadata(dir.path().join(n)).unwrap().len();
+            assert_eq!(f.cursor.shipped(), len, "{n}");
+        }
     }
 
     #[test]
