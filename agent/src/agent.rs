@@ -220,9 +220,7 @@ impl<T: Transport> Agent<T> {
         }
         loop {
             let pass = if round.is_paced() {
-                let events = &self.events;
-                self.shipper
-                    .pass_except_unchanged(round, |path| events.unchanged(path))
+                self.shipper.pass_except_unchanged(round, &mut self.events)
             } else {
                 self.shipper.pass(round)
             };

@@ -15,7 +15,9 @@
 //! line then costs nothing per line while it waits, and the pass at its due
 //! time reads it by its size. Data is reported again right after that pass,
 //! and one more pass looks at the file's size (`Agent::pass`), so a write
-//! between the read and the watch is not missed.
+//! between the read and the watch is not missed. A pass whose uploads take
+//! a while (a crash dump's chunks) reads the queue again before each round
+//! (`Changes::catch_up`): a file written meanwhile goes in that pass.
 //!
 //! inotify needs `inotify_init1` (Linux 2.6.27); where it fails — RHEL4 and
 //! RHEL5, or an exhausted watch limit — the agent polls.
@@ -27,6 +29,7 @@
 //! `/mnt/sysimage` made before the target was mounted there sees only the
 //! directory underneath, not the mounted file system.
 
+use crate::shipper::Changes;
 use crate::sys::{self, WakePipe};
 use crate::watchlist::Glob;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -92,6 +95,9 @@ struct Inotify {
     /// watches reported data (or that were listened to again), or after a
     /// change of names, everything.
     news: News,
+    /// Names changed in a pass's catch-up: the watches and globs are yet
+    /// to follow.
+    layout_pending: bool,
 }
 
 /// What changed since the last pass, as inotify tells it.
@@ -158,10 +164,16 @@ impl EventSource {
             return true;
         };
         let mounts_fd = ino.mounts.as_ref().map(|f| f.as_raw_fd());
+        let pending = std::mem::take(&mut ino.layout_pending);
+        let timeout = if pending {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        };
         let woke = self
             .pipe
             .wait(timeout, mounts_fd, Some(ino.sys.as_raw_fd()));
-        let layout_changed = woke.events && ino.read_events();
+        let layout_changed = woke.events && ino.read_events() || pending;
         if woke.extra || layout_changed {
             ino.news = News::Anything;
         }
@@ -201,21 +213,6 @@ impl EventSource {
         }
     }
 
-    /// Whether `path` is known unchanged since the last pass: inotify
-    /// listens to its data and has reported none. Never while polling.
-    pub(crate) fn unchanged(&self, path: &Path) -> bool {
-        let Some(ino) = &self.inotify else {
-            return false;
-        };
-        let News::Written(written) = &ino.news else {
-            return false;
-        };
-        match ino.files.get(path) {
-            Some(Some(wd)) => !written.contains(wd) && !ino.muted.contains(path),
-            _ => false,
-        }
-    }
-
     /// A pass has looked at the files: what inotify reports from now on is
     /// news for the next one.
     pub(crate) fn looked(&mut self) {
@@ -251,6 +248,36 @@ impl EventSource {
     }
 }
 
+impl Changes for EventSource {
+    /// Whether `path` is known unchanged since the last pass: inotify
+    /// listens to its data and has reported none. Never while polling.
+    fn unchanged(&self, path: &Path) -> bool {
+        let Some(ino) = &self.inotify else {
+            return false;
+        };
+        let News::Written(written) = &ino.news else {
+            return false;
+        };
+        match ino.files.get(path) {
+            Some(Some(wd)) => !written.contains(wd) && !ino.muted.contains(path),
+            _ => false,
+        }
+    }
+
+    /// Reads what inotify queued while the pass went on, without waiting.
+    /// A change of names makes every file news, and the next
+    /// [`wait`](EventSource::wait) does not sleep before it places the
+    /// watches again and says so.
+    fn catch_up(&mut self) {
+        if let Some(ino) = &mut self.inotify {
+            if ino.read_events() {
+                ino.news = News::Anything;
+                ino.layout_pending = true;
+            }
+        }
+    }
+}
+
 fn start_inotify(targets: &Targets<'_>) -> Result<Inotify, String> {
     let dirs: BTreeSet<PathBuf> = targets
         .files
@@ -279,6 +306,7 @@ fn start_inotify(targets: &Targets<'_>) -> Result<Inotify, String> {
         mounts,
         buf: vec![0; 16 * 1024],
         news: News::Anything,
+        layout_pending: false,
     };
     ino.place_watches()?;
     Ok(ino)
@@ -580,11 +608,36 @@ mod tests {
         src.looked();
         assert_eq!(unchanged(&src), (true, true));
 
+        // Written while a pass went on: its catch-up hears of it.
+        append(&other, b"2\n");
+        assert_eq!(unchanged(&src), (true, true));
+        src.catch_up();
+        assert_eq!(unchanged(&src), (true, false));
+        src.looked();
+
         // A name changed (another file renamed over it): look at all.
         let new = dir.path().join("new");
         append(&new, b"replaced\n");
         std::fs::rename(&new, &busy).unwrap();
         src.wait(Some(Duration::ZERO));
         assert_eq!(unchanged(&src), (false, false));
+    }
+
+    #[test]
+    fn a_change_of_names_heard_in_a_catch_up_is_followed_by_the_next_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut src, busy, other) = two_watched_files(dir.path());
+        src.looked();
+        let new = dir.path().join("new");
+        append(&new, b"replaced\n");
+        std::fs::rename(&new, &busy).unwrap();
+        src.catch_up();
+        assert!(
+            !src.unchanged(&other),
+            "after a change of names, every file is news"
+        );
+        // The event is read already: the wait must not sleep on it, and
+        // must say names changed (the agent then matches globs again).
+        assert!(src.wait(Some(Duration::from_secs(5))));
     }
 }

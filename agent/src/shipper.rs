@@ -37,6 +37,26 @@ pub(crate) enum Round {
     Flush { deadline: Instant },
 }
 
+/// What the daemon hears of writes between its looks at the files.
+pub(crate) trait Changes {
+    /// Whether `path` is known unchanged since a pass last looked at it.
+    fn unchanged(&self, path: &Path) -> bool;
+    /// Takes in what was reported since the pass started, before another
+    /// round of it looks at the files.
+    fn catch_up(&mut self);
+}
+
+/// Hears of nothing: every file is looked at (a stat) in every round.
+pub(crate) struct LookAtAll;
+
+impl Changes for LookAtAll {
+    fn unchanged(&self, _: &Path) -> bool {
+        false
+    }
+
+    fn catch_up(&mut self) {}
+}
+
 /// Whether a round must end before its next request (a shutdown signal
 /// came): asked before each one, since a signal may come in mid-pass. The
 /// round carries it, so the shipper asks whoever started the round.
@@ -226,7 +246,7 @@ impl<T: Transport> Shipper<T> {
     /// cannot starve the others, until nothing is due, the server fails, or
     /// the round's time is up.
     pub(crate) fn pass(&mut self, round: Round) -> Pass {
-        self.pass_except_unchanged(round, |_| false)
+        self.pass_except_unchanged(round, &mut LookAtAll)
     }
 
     /// [`pass`](Self::pass), told which files are known to be unchanged
@@ -236,18 +256,26 @@ impl<T: Transport> Shipper<T> {
     pub(crate) fn pass_except_unchanged(
         &mut self,
         round: Round,
-        unchanged: impl Fn(&Path) -> bool,
+        changes: &mut impl Changes,
     ) -> Pass {
         let mut until: Option<Instant> = None;
         let mut held_back = false;
         // Whether this round visits only the files the last one caught up.
         let mut short_round = false;
+        let mut first_round = true;
         let mut batch = match self.due_at.take() {
             Some(t) if t <= Instant::now() => Batch::Going,
             _ => Batch::Alone,
         };
         loop {
             let mut progress = false;
+            if !short_round && !first_round {
+                // The uploads since the wake-up took time (a backlog's
+                // chunks, a slow server): what was written meanwhile must
+                // not wait for the pass to end.
+                changes.catch_up();
+            }
+            first_round = false;
             if short_round {
                 std::mem::swap(&mut self.caught_up, &mut self.revisit);
             } else {
@@ -265,7 +293,7 @@ impl<T: Transport> Shipper<T> {
             for k in 0..self.revisit.len() {
                 let i = self.revisit[k];
                 let f = &mut self.files[i];
-                let look = !unchanged(&f.path);
+                let look = !changes.unchanged(&f.path);
                 match self.link.step(f, round, look, batch) {
                     Step::Progress => {
                         progress = true;
@@ -936,6 +964,94 @@ mod tests {
         assert_eq!(calls.borrow().len(), 1);
     }
 
+    /// Says every file is unchanged.
+    struct Deaf;
+
+    impl Changes for Deaf {
+        fn unchanged(&self, _: &Path) -> bool {
+            true
+        }
+
+        fn catch_up(&mut self) {}
+    }
+
+    /// Hears of writes as inotify would: `reported` is the event queue,
+    /// taken in by the wake-up (`heard`) or by a catch-up.
+    #[derive(Default)]
+    struct Heard {
+        heard: Vec<PathBuf>,
+        reported: Rc<RefCell<Vec<PathBuf>>>,
+    }
+
+    impl Changes for Heard {
+        fn unchanged(&self, path: &Path) -> bool {
+            !self.heard.iter().any(|p| p == path)
+        }
+
+        fn catch_up(&mut self) {
+            self.heard.append(&mut self.reported.borrow_mut());
+        }
+    }
+
+    /// Stores everything; while it takes the `nth` upload, a line is
+    /// written to `path` and reported.
+    struct WritesMeanwhile {
+        inner: Recording,
+        nth: usize,
+        path: PathBuf,
+        reported: Rc<RefCell<Vec<PathBuf>>>,
+    }
+
+    impl Transport for WritesMeanwhile {
+        fn post(&mut self, p: &str, body: &[u8], t: Duration) -> Result<Vec<u8>, Error> {
+            if self.inner.calls.borrow().len() == self.nth {
+                append(&self.path, b"written while a backlog ships\n");
+                self.reported.borrow_mut().push(self.path.clone());
+            }
+            self.inner.post(p, body, t)
+        }
+    }
+
+    #[test]
+    fn a_write_during_a_backlog_goes_before_the_backlog_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (big, small) = (dir.path().join("big.log"), dir.path().join("small.log"));
+        append(&small, b"one\n");
+        let inner = Recording::default();
+        let calls = inner.calls.clone();
+        let reported = Rc::new(RefCell::new(Vec::new()));
+        let t = WritesMeanwhile {
+            inner,
+            nth: 2,
+            path: small.clone(),
+            reported: reported.clone(),
+        };
+        let names = ["big.log", "small.log"];
+        let mut s = shipper(t, dir.path(), &names, Pacing::Fixed(Duration::ZERO));
+        assert_eq!(s.pass(Round::DAEMON), Pass::Done);
+        // The wake-up heard of big.log only; small.log is written while
+        // big.log's second chunk goes.
+        append(&big, &vec![b'x'; 6 * CHUNK]);
+        let mut changes = Heard {
+            heard: vec![big.clone()],
+            reported,
+        };
+        assert_eq!(
+            s.pass_except_unchanged(Round::DAEMON, &mut changes),
+            Pass::Done
+        );
+        let order: Vec<String> = calls.borrow().iter().map(|(f, _)| f.clone()).collect();
+        let second_line = order.iter().rposition(|f| f == "small.log").unwrap();
+        assert!(
+            second_line > 1 && second_line < 5,
+            "small.log's second line went as upload {second_line} of {order:?}"
+        );
+        assert_eq!(
+            s.files[1].cursor.shipped(),
+            std::fs::metadata(&small).unwrap().len()
+        );
+    }
+
     #[test]
     fn a_file_known_unchanged_is_not_looked_at() {
         let dir = tempfile::tempdir().unwrap();
@@ -949,11 +1065,14 @@ mod tests {
         // Written, but said unchanged: the pass takes the caller's word
         // (in the agent, inotify's) and neither reads nor stats the file.
         append(&log, b"two\n");
-        assert_eq!(s.pass_except_unchanged(Round::DAEMON, |_| true), Pass::Done);
+        assert_eq!(
+            s.pass_except_unchanged(Round::DAEMON, &mut Deaf),
+            Pass::Done
+        );
         assert_eq!(calls.borrow().len(), 1);
         // Looked at, it goes.
         assert_eq!(
-            s.pass_except_unchanged(Round::DAEMON, |_| false),
+            s.pass_except_unchanged(Round::DAEMON, &mut LookAtAll),
             Pass::Done
         );
         assert_eq!(*calls.borrow(), [("x.log".into(), 0), ("x.log".into(), 4)]);
