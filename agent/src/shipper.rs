@@ -977,7 +977,6 @@ mod tests {
 
     /// Hears of writes as inotify would: `reported` is the event queue,
     /// taken in by the wake-up (`heard`) or by a catch-up.
-    #[derive(Default)]
     struct Heard {
         heard: Vec<PathBuf>,
         reported: Rc<RefCell<Vec<PathBuf>>>,
