@@ -18,7 +18,7 @@
 //!   last upload, lets each upload carry a whole cadence of writes: on the
 //!   genuine-shaped replays this takes a fifth fewer requests for the same
 //!   longest wait (`ci/bench/README.md`);
-//! - a file whose gathering would end within a twelfth of the cadence goes
+//! - a file whose gathering would end within an eighth of the cadence goes
 //!   along with an upload that goes now (see [`Batch`]): a request right
 //!   after another costs Cobbler about half the CPU of one after a pause,
 //!   and the agent one wake-up instead of two;
@@ -94,11 +94,11 @@ const QUICK_TO_NARROW: u32 = 4;
 const SIZE_CLASSES: usize = 8;
 
 /// A gathering file whose time is at most `interval / ALONG_SHARE` away
-/// goes along with uploads that go now: 158 ms at the default cadence. It
-/// loses that much of its gathering at most; on the Rocky-dense replay
-/// anamon made 126 requests with it as without, and 1/8 saved no more
-/// (`ci/bench/README.md`).
-pub(crate) const ALONG_SHARE: u32 = 12;
+/// goes along with uploads that go now: 237 ms at the default cadence. It
+/// loses that much of its gathering at most. On the Rocky-dense replay an
+/// eighth made 120-121 requests, as a twelfth did, in 38-40 bursts instead
+/// of 49-52; a sixth made 125 (`ci/bench/README.md`).
+pub(crate) const ALONG_SHARE: u32 = 8;
 
 /// Whether uploads are going in the pass that asks when a file is due.
 ///
