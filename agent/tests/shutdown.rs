@@ -9,8 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// RHEL 4/5's loader sends SIGKILL 2 s after SIGTERM; the agent must be
-/// gone well before.
-const EXIT_WITHIN: Duration = Duration::from_millis(1500);
+/// gone by then. Its own grace period is 1 s (`SHUTDOWN_GRACE`); the rest is
+/// what a loaded machine takes to run it and this test: with the VM lane's
+/// qemu beside `cargo test`, CI once measured 1.53 s from the signal to the
+/// exit seen here (every other trial 1.03-1.05 s).
+const EXIT_WITHIN: Duration = Duration::from_millis(2000);
 
 /// A parent like Anaconda's Python 2 `%pre` runner: it holds a live TCP
 /// connection as descriptor 5, inheritable, starts the agent (which
@@ -188,7 +191,7 @@ fn sigterm_at_any_moment_against_a_hanging_server_exits_in_time() {
         assert_eq!(code, Some(0), "trial {trial}:\n{}", agent.log_text());
         eprintln!("trial {trial}: exit after {took:?}");
         if took >= EXIT_WITHIN {
-            slow.push((trial, took));
+            slow.push(format!("trial {trial}: {took:?}\n{}", agent.log_text()));
         }
         let stored = peer.stored(&name).unwrap_or_default();
         let disk = std::fs::read(&log).unwrap();
@@ -199,7 +202,11 @@ fn sigterm_at_any_moment_against_a_hanging_server_exits_in_time() {
         );
         std::fs::remove_file(&log).unwrap();
     }
-    assert!(slow.is_empty(), "exits after the grace period: {slow:?}");
+    assert!(
+        slow.is_empty(),
+        "exits after the loader's SIGKILL would have come:\n{}",
+        slow.join("\n")
+    );
 }
 
 /// Every way out removes the pid file, including failing to start: with
